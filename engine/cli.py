@@ -20,6 +20,7 @@ from engine.errors import VlauditError
 COMMAND_MODULES = (
     "index",
     "query",
+    "provenance",
 )
 
 
