@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "index",
     "query",
     "provenance",
+    "eat",
 )
 
 
