@@ -1,36 +1,63 @@
 """The shard runner every batch job uses: skip finished shards, retry, keep failures as data.
 
 A job is a list of ``ShardTask``s and a ``work`` function ``work(task, out_dir) -> dict``. The
-work function writes its own outputs atomically into ``out_dir`` and returns its stats; the
-runner then writes ``<shard_id>_stats.json`` last, which marks the shard done (img2dataset's
-convention), so a rerun after a crash does only what is missing. A shard that still fails after
-its retries is recorded (``<shard_id>_error.json``) and the others go on.
+work function writes its own outputs atomically into ``out_dir`` (so a rerun of a shard
+overwrites them identically) and returns its stats; the runner then writes
+``<shard_id>_stats.json`` last, which marks the shard done (img2dataset's convention), so a rerun
+after a crash does only what is missing. A shard that still fails after its retries is recorded
+(``<shard_id>_error.json``) and the others go on.
 
 Executors sit behind one seam (``EXECUTORS``): ``local`` runs shards in this process (workers=1)
-or in a process pool; a distributed engine registers another entry.
+or in a process pool; ``ray`` runs the same tasks on a Ray cluster (engine.ray_executor, loaded
+only when asked for). Commands offer the choice with ``add_engine_arguments`` /
+``executor_options``. Work functions build heavy objects (a model) through ``process_cached``
+from a small picklable spec, so each worker process loads one model and nothing heavy is pickled.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
+import multiprocessing
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from engine import storage
+from engine.errors import InputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
 WorkFn = Callable[["ShardTask", Path], dict]
+T = TypeVar("T")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
 class ShardTask:
     shard_id: str  # stable and unique within a job; used in marker file names
     payload: Any = None  # picklable input for the work function
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where shards run: ``local`` (this machine) or ``ray`` (a Ray cluster)."""
+
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # ray: an existing cluster ("HOST:PORT", "ray://...", "auto")
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise InputError("--ray-address needs --engine ray")
+        if self.engine == "ray" and importlib.util.find_spec("ray") is None:
+            raise MissingDependencyError(
+                "the ray engine needs the package 'ray': pip install 'vlaudit[ray]'")
 
 
 @dataclass
@@ -49,9 +76,14 @@ def is_done(out_dir: Path, shard_id: str) -> bool:
 
 
 def run_shards(tasks: Sequence[ShardTask], work: WorkFn, out_dir: str | Path, *,
-               executor: str = "local", workers: int = 1, retries: int = 1,
-               desc: str = "shards", progress: bool = True) -> JobReport:
-    """Run every unfinished task; return what was done, skipped and failed."""
+               executor: str | ExecutorOptions = "local", workers: int = 1, retries: int = 1,
+               gpu: bool = False, desc: str = "shards", progress: bool = True) -> JobReport:
+    """Run every unfinished task; return what was done, skipped and failed.
+
+    ``workers`` sizes the local process pool (and a Ray cluster started on this machine; a
+    running cluster's size is its own). ``gpu=True`` says the work can use a GPU: Ray then gives
+    each worker one when the cluster has GPUs."""
+    options = executor if isinstance(executor, ExecutorOptions) else ExecutorOptions(engine=executor)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_unique(tasks)
@@ -65,18 +97,11 @@ def run_shards(tasks: Sequence[ShardTask], work: WorkFn, out_dir: str | Path, *,
             todo.append(task)
     if report.skipped:
         log.info("%d of %d %s already done; resuming", len(report.skipped), len(tasks), desc)
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose one of {sorted(EXECUTORS)}")
-    results = EXECUTORS[executor](todo, work, out_dir, workers=workers, retries=retries)
+    results = EXECUTORS[options.engine](todo, work, out_dir, workers=workers, retries=retries,
+                                        options=options, gpu=gpu)
     for shard_id, stats, error in _with_progress(results, len(todo), desc, progress):
-        if error is None:
-            storage.write_json(stats_path(out_dir, shard_id), stats)
-            (out_dir / f"{shard_id}_error.json").unlink(missing_ok=True)
-            report.done[shard_id] = stats
-        else:
-            storage.write_json(out_dir / f"{shard_id}_error.json", {"shard_id": shard_id, "error": error})
-            report.failed[shard_id] = error
-            log.warning("%s %s failed: %s", desc, shard_id, error.splitlines()[-1] if error else "")
+        _record(report, out_dir, shard_id, stats, error, desc)
+    _remove_stale_temporaries(out_dir)
     return report
 
 
@@ -92,18 +117,76 @@ def run_with_retries(task: ShardTask, work: WorkFn, out_dir: Path, retries: int)
     return task.shard_id, None, error
 
 
-def _local(tasks, work, out_dir, *, workers: int, retries: int) -> Iterable[tuple]:
+_PROCESS_CACHE: dict[tuple, Any] = {}
+
+
+def process_cached(factory: Callable[..., T], *args: Any) -> T:
+    """``factory(*args)``, built once per process and reused by every later shard it runs.
+
+    Pool and Ray workers are long-lived processes, so a work function that gets its model here
+    (``process_cached(Encoder.load, spec)``) loads it once per worker; ``args`` must be hashable."""
+    key = (factory, args)
+    if key not in _PROCESS_CACHE:
+        _PROCESS_CACHE[key] = factory(*args)
+    return _PROCESS_CACHE[key]
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``--engine local|ray [--ray-address ADDR]`` options of every batch command."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--engine", choices=ENGINES, default="local",
+                       help="run shards on this machine (default) or on a Ray cluster")
+    group.add_argument("--ray-address", metavar="ADDR", default=None,
+                       help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); "
+                            "without it --engine ray starts a cluster on this machine")
+    return parser
+
+
+def executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    """The ExecutorOptions that ``add_engine_arguments`` asked for."""
+    return ExecutorOptions(engine=args.engine, ray_address=args.ray_address)
+
+
+def _local(tasks, work, out_dir, *, workers: int, retries: int, **_) -> Iterable[tuple]:
     if workers <= 1:
         for task in tasks:
             yield run_with_retries(task, work, out_dir, retries)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: forking a process that already runs torch threads can hang the child
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(run_with_retries, t, work, out_dir, retries) for t in tasks]
         for future in as_completed(futures):
             yield future.result()
 
 
-EXECUTORS: dict[str, Callable[..., Iterable[tuple]]] = {"local": _local}
+def _ray(tasks, work, out_dir, **kwargs) -> Iterable[tuple]:
+    if not tasks:  # nothing to do: don't start or join a cluster
+        return iter(())
+    from engine import ray_executor
+
+    return ray_executor.run(tasks, work, out_dir, **kwargs)
+
+
+EXECUTORS: dict[str, Callable[..., Iterable[tuple]]] = {"local": _local, "ray": _ray}
+
+
+def _record(report: JobReport, out_dir: Path, shard_id: str, stats, error, desc: str) -> None:
+    if error is None:
+        storage.write_json(stats_path(out_dir, shard_id), stats)
+        (out_dir / f"{shard_id}_error.json").unlink(missing_ok=True)
+        report.done[shard_id] = stats
+    else:
+        storage.write_json(out_dir / f"{shard_id}_error.json", {"shard_id": shard_id, "error": error})
+        report.failed[shard_id] = error
+        log.warning("%s %s failed: %s", desc, shard_id, error.splitlines()[-1] if error else "")
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of writers killed mid-write (storage.atomic_path names); all tasks are over."""
+    for leftover in out_dir.glob(".*.tmp"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def _check_unique(tasks: Sequence[ShardTask]) -> None:
