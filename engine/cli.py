@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "query",
     "provenance",
     "eat",
+    "report",
 )
 
 

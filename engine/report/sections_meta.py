@@ -1,0 +1,102 @@
+"""Report sections about the runs themselves: overview, indexes, other results (association
+tests and the like), methodology and caveats, and the run manifests."""
+
+from __future__ import annotations
+
+from engine.report import charts, tables
+from engine.report.load import ReportInputs, Run
+from engine.report.sections_retrieval import Section
+
+KIND_NAMES = {"index": "face index", "audit": "retrieval audit", "scan": "caption scan",
+              "provenance": "provenance linking", "results": "other results"}
+
+
+def overview(inputs: ReportInputs) -> Section:
+    rows = [{"kind": KIND_NAMES[run.kind], "name": run.label, "directory": str(run.path),
+             "created": run.manifest.get("created", "")} for run in inputs.runs]
+    return Section("overview", "Inputs", tables.html_table(rows))
+
+
+def _flatten(manifest: dict, depth: int = 1, prefix: str = "") -> list[tuple[str, object]]:
+    pairs = []
+    for key, value in manifest.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and depth > 0:
+            pairs.extend(_flatten(value, depth - 1, f"{name}."))
+        elif isinstance(value, (str, int, float, bool)):
+            pairs.append((name, value))
+    return pairs
+
+
+def index_section(run: Run) -> Section:
+    return Section(f"index-{run.label}", f"Face index ({run.label})",
+                   tables.key_values([("directory", str(run.path))] + _flatten(run.manifest)))
+
+
+def results_section(run: Run) -> Section:
+    parts = [tables.key_values([("directory", str(run.path))] + _flatten(run.manifest, 0))]
+    for name, frame in run.tables.items():
+        parts.append(f"<h3>{charts.esc(name)}</h3>" + tables.frame_table(frame))
+    return Section(f"results-{run.label}", f"Results: {run.label}", "".join(parts))
+
+
+METHODOLOGY = """
+<h3>What the numbers are</h3>
+<ul>
+<li><b>Retrieval skew.</b> Each taxonomy word becomes a prompt (e.g. "a photo of a nurse"); the
+top-k faces the model retrieves from the index are counted by group and compared with the index's
+base rates: KL@k, normalised entropy, MaxSkew/MinSkew@k (Geyik et al. 2019) against a uniform and a
+base-rate target, NDKL, with a permutation null and Benjamini-Hochberg q-values.</li>
+<li><b>Caption co-occurrence.</b> Captions are case-folded and tokenised; a word and a demographic
+term co-occur when both occur as whole tokens (multi-word terms as consecutive tokens) in one
+caption. Groups are compared with the log-odds ratio with an informative Dirichlet prior and its
+z-score (Monroe, Colaresi &amp; Quinn 2008).</li>
+<li><b>Provenance.</b> Face-label groups are mapped to caption lexicon groups. For each word and
+group, the retrieval share is compared with its index base rate and the caption share with its
+corpus base rate (both as log-ratios, smoothed towards the base rate); the captions support the
+model's skew when the log-odds z-score for the over-retrieved group passes the threshold.
+Rank correlations (Spearman, Kendall tau-b) carry percentile bootstrap intervals over words.</li>
+</ul>
+<h3>Caveats</h3>
+<ul>
+<li><b>Perceived, not self-identified, labels.</b> Dataset labels such as FairFace's race and
+gender are annotators' perceptions of a face, in a fixed set of categories; they say nothing about
+how the people pictured identify, and categories like "Latino_Hispanic" or a binary gender are
+simplifications.</li>
+<li><b>A reconstructed taxonomy.</b> The So-B-IT word list is a public reconstruction of the paper's
+374-word list, not the authors' original file; category membership follows that reconstruction.</li>
+<li><b>English-only lexicons.</b> Caption matching uses English terms; non-English captions (about
+4% of LAION-2B-en) and non-standard spellings are missed. Ambiguous words ("black", "white") are
+counted only in context.</li>
+<li><b>Co-occurrence is not causation.</b> Captions the model was trained on are one source of its
+associations; image content, filtering and the model's objective are others. A supported skew is
+consistent with the captions, not proven to come from them.</li>
+<li><b>Small samples.</b> A top-k of 100 faces and a few caption mentions are noisy; read shares
+with their nulls, q-values and intervals.</li>
+</ul>
+"""
+
+
+def methodology(inputs: ReportInputs) -> Section:
+    settings = []
+    for run in inputs.runs:
+        for key in ("k", "seed", "seeds", "templates", "taxonomy", "lexicon", "config"):
+            if key in run.manifest:
+                settings.append((f"{run.label}: {key}", _short(run.manifest[key])))
+    return Section("methods", "Methodology and caveats", METHODOLOGY + tables.key_values(settings))
+
+
+def _short(value) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def manifests(inputs: ReportInputs) -> Section:
+    blocks = [tables.json_block(run.manifest, f"{KIND_NAMES[run.kind]}: {run.path}")
+              for run in inputs.runs if run.manifest]
+    blocks += [tables.json_block(run.summary, f"summary: {run.path}") for run in inputs.runs if run.summary]
+    body = ("<p>Everything needed to reproduce these results: models, weights, data, seeds and "
+            "package versions, as each stage recorded them.</p>" + "".join(blocks))
+    return Section("manifests", "Run manifests", body)

@@ -1,0 +1,124 @@
+"""Report sections from an audit: most skewed words, category x group heat map, composition bars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from engine.report import charts, tables
+from engine.report.load import Run
+
+BASE_COLUMNS = {"word", "category", "attribute", "group", "count", "share", "base_rate",
+                "prompt_id", "template", "text"}
+TOP_PER_CATEGORY = 3
+BARS_PER_CATEGORY = 12
+
+
+@dataclass(frozen=True)
+class Section:
+    anchor: str
+    title: str
+    body: str
+
+
+def word_metrics(skew: pl.DataFrame) -> pl.DataFrame:
+    """Per word and attribute: KL@k to the base rate, the most over-represented group, and the
+    audit's own per-word metrics (numeric columns constant within a word and attribute)."""
+    keys = ["word", "category", "attribute"]
+    audit_metrics = [c for c, dtype in skew.schema.items()
+                     if c not in BASE_COLUMNS and dtype.is_numeric()]
+    ratio = pl.when(pl.col("base_rate") > 0).then(pl.col("share") / pl.col("base_rate"))
+    terms = pl.when((pl.col("share") > 0) & (pl.col("base_rate") > 0)).then(
+        pl.col("share") * (pl.col("share") / pl.col("base_rate")).log()).otherwise(0.0)
+    ranked = skew.with_columns(ratio=ratio, kl_term=terms).sort(
+        ["ratio", "group"], descending=[True, False], nulls_last=True)
+    return ranked.group_by(keys, maintain_order=True).agg(
+        kl=pl.col("kl_term").sum(),
+        top_group=pl.col("group").first(),
+        top_share=pl.col("share").first(),
+        top_base_rate=pl.col("base_rate").first(),
+        k=pl.col("count").sum(),
+        *[pl.col(c).first() for c in audit_metrics],
+    ).sort(keys)
+
+
+def _metric_columns(metrics: pl.DataFrame) -> list[str]:
+    known = {"word", "category", "attribute", "kl", "top_group", "top_share", "top_base_rate", "k"}
+    return [c for c in metrics.columns if c not in known]
+
+
+def most_skewed(run: Run, metrics: pl.DataFrame) -> str:
+    """Per attribute: the ``TOP_PER_CATEGORY`` words of each category with the largest KL@k."""
+    extra = _metric_columns(metrics)
+    columns = [("category", "category"), ("word", "word"), ("top_group", "most over-represented"),
+               ("top_share", "share in top k"), ("top_base_rate", "base rate"), ("kl", "KL@k")]
+    columns += [(c, c.replace("_", " ")) for c in extra]
+    formats = {"top_share": tables.percent, "top_base_rate": tables.percent}
+    parts = []
+    for (attribute,), part in sorted(metrics.partition_by("attribute", as_dict=True).items()):
+        top = part.sort("kl", descending=True).group_by("category", maintain_order=True).head(
+            TOP_PER_CATEGORY).sort("category", "kl", descending=[False, True])
+        parts.append(f"<h3>{charts.esc(attribute)}</h3>")
+        parts.append(tables.html_table(top.to_dicts(), columns, formats))
+    return "".join(parts)
+
+
+def heatmaps(skew: pl.DataFrame) -> str:
+    """Per attribute: mean over a category's words of (share - base rate), in percentage points."""
+    gap = skew.with_columns(gap=(pl.col("share") - pl.col("base_rate")) * 100)
+    mean = gap.group_by("attribute", "category", "group").agg(pl.col("gap").mean())
+    parts = []
+    for (attribute,), part in sorted(mean.partition_by("attribute", as_dict=True).items()):
+        categories = sorted(part["category"].unique().to_list())
+        groups = sorted(part["group"].unique().to_list())
+        values = {(r["category"], r["group"]): r["gap"] for r in part.to_dicts()}
+        svg = charts.heatmap(categories, groups, values, f"{attribute}: category x group heat map",
+                             unit=" pp")
+        parts.append(f'<figure><figcaption>{charts.esc(attribute)}: mean share in the top k minus '
+                     f"base rate (percentage points)</figcaption>{svg}</figure>")
+    return "".join(parts)
+
+
+def composition(skew: pl.DataFrame, metrics: pl.DataFrame) -> str:
+    """Per attribute and category: stacked group shares of the most skewed words vs base rates."""
+    parts = []
+    for (attribute,), part in sorted(skew.partition_by("attribute", as_dict=True).items()):
+        groups = sorted(part["group"].unique().to_list())
+        colors = charts.group_colors(groups)
+        base = part.group_by("group").agg(pl.col("base_rate").first())
+        base_row = charts.BarRow("index base rate", dict(base.iter_rows()), "")
+        shares = {(r["word"], r["group"]): r["share"] for r in part.select("word", "group", "share").to_dicts()}
+        ranked = metrics.filter(pl.col("attribute") == attribute).sort("kl", descending=True)
+        blocks = []
+        for i, (category, words) in enumerate(sorted(ranked.partition_by("category", as_dict=True).items())):
+            rows = [base_row] + [
+                charts.BarRow(w["word"], {g: shares.get((w["word"], g), 0.0) for g in groups},
+                              f"KL {w['kl']:.2f}")
+                for w in words.head(BARS_PER_CATEGORY).to_dicts()]
+            svg = charts.composition_bars(rows, colors, f"{attribute} composition, {category[0]}")
+            more = f" ({BARS_PER_CATEGORY} of {words.height} words)" if words.height > BARS_PER_CATEGORY else ""
+            opened = " open" if i == 0 else ""
+            blocks.append(f"<details{opened}><summary>{charts.esc(category[0])}{more}</summary>{svg}</details>")
+        parts.append(f"<h3>{charts.esc(attribute)}</h3>{charts.legend(colors)}{''.join(blocks)}")
+    return "".join(parts)
+
+
+def audit_sections(run: Run) -> list[Section]:
+    skew = run.table("skew")
+    if skew is None or skew.is_empty():
+        return []
+    metrics = word_metrics(skew)
+    tag = f"audit-{run.label}"
+    summary = tables.key_values([("directory", str(run.path)), ("words", skew["word"].n_unique()),
+                                 ("attributes", ", ".join(sorted(skew["attribute"].unique()))),
+                                 ("k", metrics["k"].max()), ("categories", skew["category"].n_unique())])
+    intro = ("<p>KL@k = sum over groups of p(g) ln(p(g) / base rate(g)) for the top-k retrieved faces; "
+             "the audit's own metrics follow it. Ranked by KL@k within each category.</p>")
+    return [
+        Section(f"{tag}-top", f"Most skewed words per category ({run.label})", summary + intro + most_skewed(run, metrics)),
+        Section(f"{tag}-heat", f"Category x group heat map ({run.label})", heatmaps(skew)),
+        Section(f"{tag}-bars", f"Group composition of retrieved faces ({run.label})",
+                "<p>Each bar shows the groups among a word's top-k faces; the first bar is the "
+                "index's base rate. Hover a segment for its share.</p>" + composition(skew, metrics)),
+    ]
