@@ -1,18 +1,30 @@
-"""FAISS index + face table + manifest on disk: build, open, describe.
-
-CONTRACT (stub written before the implementation; the signatures are what other stages use).
+"""FAISS index + face table + manifest on disk: write, open, verify, list.
 
 Layout of ``indexes/NAME/``: ``index.faiss``, ``faces.parquet`` (row-aligned with the index,
 schema in faces.table), ``failures.parquet`` (key, image, reason), ``manifest.json``.
+The directory is written whole and atomically; the manifest holds the sha256 of the other three.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from engine import storage
+from engine.errors import InputError
+from engine.faces import factories, table
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vlaudit-index/1"
+INDEX_FILE, FACES_FILE, FAILURES_FILE = "index.faiss", "faces.parquet", "failures.parquet"
+DATA_FILES = (INDEX_FILE, FACES_FILE, FAILURES_FILE)
+FAILURE_SCHEMA = {"key": pl.Utf8, "image": pl.Utf8, "reason": pl.Utf8}
+NORM_TOLERANCE = 1e-2
 
 
 @dataclass
@@ -21,25 +33,153 @@ class FaceIndex:
     manifest: dict
     faces: pl.DataFrame
     faiss_index: object
+    _vectors: np.ndarray | None = field(default=None, repr=False)
+    _search_copy: object = field(default=None, repr=False)  # GPU copy, made on first search
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
 
     @property
     def model_spec(self):
         """The engine.faces.embed.ModelSpec that built this index."""
-        raise NotImplementedError
+        from engine.faces.models import ModelSpec
+
+        return ModelSpec.from_manifest(self.manifest["model"])
 
     def vectors(self) -> np.ndarray:
         """All indexed vectors (n, d) float32 in item_id order."""
-        raise NotImplementedError
+        if self._vectors is None:
+            self._vectors = factories.reconstruct_all(self.faiss_index)
+        return self._vectors
+
+    def failures(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path / FAILURES_FILE)
 
 
-def open_index(name: str, indexes_dir: str | Path = "indexes") -> FaceIndex:
-    """Open ``indexes_dir/name`` (or a path to an index directory)."""
-    raise NotImplementedError
+def empty_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema=FAILURE_SCHEMA)
 
 
 def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *,
                 model: dict, dataset: dict, failures: pl.DataFrame | None = None,
-                factory: str = "Flat") -> FaceIndex:
+                factory: str = "Flat", preprocessing: dict | None = None,
+                extra: dict | None = None) -> FaceIndex:
     """Write an index directory atomically from vectors and their face table (also used by tests
     and by other stages to make synthetic indexes). ``model`` is ModelSpec.describe() output."""
-    raise NotImplementedError
+    import faiss
+
+    out_dir = Path(out_dir)
+    faces = table.validate(faces, f"index {out_dir.name}")
+    vectors = _check_vectors(vectors, faces.height)
+    failures = _check_failures(failures)
+    built = factories.build(vectors, factory)
+    with storage.atomic_dir(out_dir) as tmp:
+        faiss.write_index(built.index, str(tmp / INDEX_FILE))
+        storage.write_parquet(tmp / FACES_FILE, faces)
+        storage.write_parquet(tmp / FAILURES_FILE, failures)
+        manifest = {
+            "format": FORMAT, "name": out_dir.name, "created": storage.utc_now(),
+            "model": model, "preprocessing": preprocessing, "dim": int(vectors.shape[1]),
+            "metric": "inner_product", "normalized": True, "count": faces.height,
+            "failures": failures.height, "dataset": dataset, "index": built.describe(),
+            "attributes": table.attributes(faces), "packages": storage.package_versions(),
+            "checksums": {name: storage.sha256_file(tmp / name) for name in DATA_FILES},
+            **(extra or {}),
+        }
+        storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
+    log.info("wrote index %s: %d items, %d failures", out_dir, faces.height, failures.height)
+    return FaceIndex(out_dir, manifest, faces, built.index)
+
+
+def open_index(name: str, indexes_dir: str | Path = "indexes", *, verify: bool = True) -> FaceIndex:
+    """Open ``indexes_dir/name`` (or a path to an index directory); check its checksums."""
+    import faiss
+
+    path = resolve_index_path(name, indexes_dir)
+    manifest = storage.read_json(path / storage.MANIFEST_NAME)
+    if verify:
+        verify_checksums(path, manifest)
+    faiss_index = faiss.read_index(str(path / INDEX_FILE))
+    faces = pl.read_parquet(path / FACES_FILE)
+    if not faiss_index.ntotal == faces.height == manifest["count"]:
+        raise InputError(f"index {path}: {faiss_index.ntotal} vectors, {faces.height} face rows and a "
+                         f"manifest count of {manifest['count']} disagree; rebuild the index")
+    factories.apply_search_params(faiss_index, manifest["index"].get("search_params", ""))
+    return FaceIndex(path, manifest, faces, faiss_index)
+
+
+def resolve_index_path(name: str, indexes_dir: str | Path = "indexes") -> Path:
+    direct = Path(name)
+    if (direct / storage.MANIFEST_NAME).is_file() and (direct.is_absolute() or "/" in name):
+        return direct
+    path = Path(indexes_dir) / name
+    if not (path / storage.MANIFEST_NAME).is_file():
+        known = [entry["name"] for entry in list_indexes(indexes_dir)]
+        raise InputError(f"no index {name!r} in {indexes_dir}; "
+                         f"{'available: ' + ', '.join(known) if known else 'it holds no indexes'} "
+                         "(build one with `vlaudit index build`, or pass --indexes-dir)")
+    return path
+
+
+def verify_checksums(path: Path, manifest: dict) -> None:
+    for name, expected in manifest.get("checksums", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise InputError(f"index {path}: {name} is missing; rebuild the index")
+        if storage.sha256_file(file) != expected:
+            raise InputError(f"index {path}: {name} does not match its checksum in manifest.json "
+                             "(the file was changed or damaged); rebuild the index")
+
+
+def list_indexes(indexes_dir: str | Path = "indexes") -> list[dict]:
+    """A summary of every index under ``indexes_dir``, by name."""
+    root = Path(indexes_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.iterdir()):
+        manifest_path = path / storage.MANIFEST_NAME
+        if path.name.startswith(".") or not manifest_path.is_file():
+            continue
+        found.append(summarize(storage.read_json(manifest_path), path))
+    return found
+
+
+def summarize(manifest: dict, path: Path) -> dict:
+    model = manifest.get("model", {})
+    return {"name": path.name, "path": str(path), "count": manifest.get("count"),
+            "dim": manifest.get("dim"), "failures": manifest.get("failures"),
+            "model": model.get("name"), "pretrained": model.get("pretrained"),
+            "checkpoint_sha256": model.get("checkpoint_sha256"),
+            "random_weights": model.get("random_weights"),
+            "factory": manifest.get("index", {}).get("factory"),
+            "source": manifest.get("dataset", {}).get("spec"), "created": manifest.get("created")}
+
+
+def _check_vectors(vectors: np.ndarray, rows: int) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] != rows:
+        raise InputError(f"vectors of shape {vectors.shape} do not match a face table of {rows} rows")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        raise InputError("vectors contain NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1)
+    worst = float(np.abs(norms - 1).max())
+    if worst > NORM_TOLERANCE:
+        raise InputError(f"vectors must be L2-normalised (inner product = cosine); a row's norm is off "
+                         f"by {worst:.3g}")
+    return vectors
+
+
+def _check_failures(failures: pl.DataFrame | None) -> pl.DataFrame:
+    if failures is None:
+        return empty_failures()
+    missing = [c for c in FAILURE_SCHEMA if c not in failures.columns]
+    if missing:
+        raise InputError(f"failures table lacks columns {missing}")
+    return failures.select(list(FAILURE_SCHEMA)).cast(FAILURE_SCHEMA)

@@ -1,0 +1,153 @@
+"""FAISS index kinds: exact inner product by default, IVF/HNSW on request or above a size.
+
+An approximate index is only as good as its recall, so every non-exact build measures
+recall@k against exact search on a sample of the indexed vectors and records it.
+GPU: when faiss has GPU support and a GPU is present, searches run on a GPU copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+EXACT = "Flat"
+AUTO = "auto"
+AUTO_EXACT_LIMIT = 1_000_000  # up to this many vectors "auto" stays exact
+AUTO_APPROXIMATE = "HNSW32,Flat"
+RECALL_K, RECALL_QUERIES, RECALL_SEED = 10, 1000, 0
+DEFAULT_SEARCH_PARAMS = {"IVF": "nprobe={nprobe}", "HNSW": "efSearch=128"}
+GPU_MAX_K = 2048  # faiss GPU k-selection limit
+
+
+@dataclass
+class BuiltIndex:
+    index: object
+    factory: str
+    search_params: str
+    recall: dict | None
+
+    def describe(self) -> dict:
+        return {"factory": self.factory, "exact": self.factory == EXACT, "metric": "inner_product",
+                "search_params": self.search_params, "recall_vs_exact": self.recall}
+
+
+def choose_factory(factory: str, count: int) -> str:
+    if factory == AUTO:
+        return EXACT if count <= AUTO_EXACT_LIMIT else AUTO_APPROXIMATE
+    return factory
+
+
+def build(vectors: np.ndarray, factory: str = EXACT) -> BuiltIndex:
+    """Build, train if needed, fill, and (for approximate kinds) measure recall."""
+    import faiss
+
+    factory = choose_factory(factory or EXACT, vectors.shape[0])
+    index = _create(factory, vectors.shape[1])
+    if not index.is_trained:
+        try:
+            index.train(vectors)
+        except RuntimeError as exc:
+            raise InputError(f"cannot train FAISS index {factory!r} on {len(vectors)} vectors: "
+                             f"{_first_line(exc)}") from exc
+    index.add(vectors)
+    if factory == EXACT:
+        return BuiltIndex(index, factory, "", None)
+    params = _default_search_params(index)
+    apply_search_params(index, params)
+    recall = measure_recall(index, vectors)
+    log.info("index %s: recall@%d vs exact = %.4f", factory, recall["k"], recall["recall"])
+    return BuiltIndex(index, factory, params, recall)
+
+
+def _create(factory: str, dim: int):
+    import faiss
+
+    if factory == EXACT:
+        return faiss.IndexFlatIP(dim)
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise InputError(f"FAISS cannot build index {factory!r}: {_first_line(exc)}; try Flat (exact), "
+                         "IVF1024,Flat or HNSW32,Flat") from exc
+
+
+def _default_search_params(index) -> str:
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        nprobe = min(ivf.nlist, max(8, ivf.nlist // 8))
+        return DEFAULT_SEARCH_PARAMS["IVF"].format(nprobe=nprobe)
+    if "HNSW" in type(index).__name__:
+        return DEFAULT_SEARCH_PARAMS["HNSW"]
+    return ""
+
+
+def apply_search_params(index, params: str) -> None:
+    import faiss
+
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+
+
+def measure_recall(index, vectors: np.ndarray, k: int = RECALL_K) -> dict:
+    """recall@k of ``index`` against exact inner-product search, queries sampled from the data."""
+    import faiss
+
+    k = min(k, len(vectors))
+    rng = np.random.default_rng(RECALL_SEED)
+    sample = rng.choice(len(vectors), size=min(RECALL_QUERIES, len(vectors)), replace=False)
+    queries = vectors[np.sort(sample)]
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(queries, k)
+    _, found = index.search(queries, k)
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist()))
+    return {"k": k, "queries": len(queries), "recall": hits / (k * len(queries))}
+
+
+def reconstruct_all(index) -> np.ndarray:
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    return index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False)
+
+
+def search_backend(index, k: int):
+    """The index to search with: a GPU copy of an exact index when faiss and a GPU allow it."""
+    import faiss
+
+    if k > GPU_MAX_K or not gpu_available() or not isinstance(index, faiss.IndexFlat):
+        return index
+    resources = _gpu_resources()
+    return faiss.index_cpu_to_gpu(resources, 0, index)
+
+
+def gpu_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+_GPU_RESOURCES = []
+
+
+def _gpu_resources():
+    import faiss
+
+    if not _GPU_RESOURCES:
+        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    return _GPU_RESOURCES[0]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
