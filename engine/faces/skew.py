@@ -1,0 +1,153 @@
+"""Retrieval-skew metrics for many queries at once: pure numpy, no loop over queries or ranks.
+
+Inputs are, per attribute, the group ids of each query's ranked top k, ``labels`` of shape (q, k)
+with -1 for an unlabelled item, and the number of groups G. Unlabelled items are left out of that
+attribute's shares (the share denominator is the number of labelled items retrieved). Formulas
+and sources: ../shared/METHODS.md §2. Logarithms are natural.
+
+- shares p_R(g) = count_g / labelled count; normalised entropy H = -sum p ln p / ln G, where G
+  counts every group of the index (empty ones included);
+- Skew_g@k = ln(max(p_R(g), floor) / p*(g)) against a target p* (uniform 1/G, or the base rate
+  p_D); MaxSkew/MinSkew are its max/min over groups (Geyik et al. 2019; floor 1/k as in Berg et
+  al. 2022);
+- NDKL = (1/Z) sum_i KL(D_i || p*) / log2(i+1), D_i the group shares of the top i labelled items;
+- KL@k = sum_g p_R(g) ln(p_R(g) / p_D(g));
+- C-ASC(g) = (mean cos to items of g - mean cos to the other items) / std of cos over all
+  labelled items (ddof 1), from per-group vector sums and the item covariance, so every item counts
+  without forming the (q, n) score matrix;
+- Bias@K = (N_a - N_b) / (N_a + N_b) for a binary attribute (a = male, b = female).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def group_counts(labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """(q, G) int64 counts of each group in each row of ``labels`` (q, k); -1 entries are skipped."""
+    labels = np.asarray(labels)
+    rows = np.broadcast_to(np.arange(labels.shape[0])[:, None], labels.shape)
+    known = labels >= 0
+    flat = rows[known] * n_groups + labels[known]
+    return np.bincount(flat, minlength=labels.shape[0] * n_groups).reshape(labels.shape[0], n_groups)
+
+
+def shares(counts: np.ndarray) -> np.ndarray:
+    """Row-normalised counts (q, G) float64; a row without labelled items is NaN."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, np.nan)
+
+
+def _xlogy_ratio(p: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """p * ln(p / target) with 0 where p == 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(p > 0, p * np.log(p / target), 0.0)
+
+
+def normalised_entropy(p: np.ndarray) -> np.ndarray:
+    """-sum_g p ln p / ln G over the last axis; G >= 2."""
+    n_groups = p.shape[-1]
+    entropy = -_xlogy_ratio(p, np.ones(n_groups)).sum(axis=-1)
+    return np.where(np.isnan(p).any(axis=-1), np.nan, entropy / np.log(n_groups))
+
+
+def kl_divergence(p: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """sum_g p ln(p / target) over the last axis (target > 0 everywhere)."""
+    kl = _xlogy_ratio(p, target).sum(axis=-1)
+    return np.where(np.isnan(p).any(axis=-1), np.nan, kl)
+
+
+def skew(p: np.ndarray, target: np.ndarray, floor: float) -> np.ndarray:
+    """Skew_g = ln(max(p_g, floor) / target_g), (q, G); NaN rows stay NaN."""
+    return np.log(np.maximum(p, floor) / target)
+
+
+def ndkl(labels: np.ndarray, n_groups: int, target: np.ndarray) -> np.ndarray:
+    """Normalised discounted KL of each ranked row of ``labels`` (q, k) against ``target`` (G,).
+
+    Unlabelled items are dropped from the ranking (rank i counts labelled items only), so a row
+    reads as the ranked list of its labelled items. Rows without labelled items are NaN.
+    """
+    labels = np.asarray(labels)
+    known = labels >= 0
+    onehot = (labels[..., None] == np.arange(n_groups)) & known[..., None]
+    cumulative = np.cumsum(onehot, axis=1, dtype=np.float64)  # (q, k, G)
+    rank = np.cumsum(known, axis=1, dtype=np.float64)  # labelled items so far
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distribution = cumulative / rank[..., None]
+        weight = np.where(known, 1.0 / np.log2(rank + 1.0), 0.0)
+    per_rank = _xlogy_ratio(np.nan_to_num(distribution), target).sum(axis=-1)
+    z = weight.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(z > 0, (weight * per_rank).sum(axis=1) / z, np.nan)
+
+
+def bias_at_k(counts: np.ndarray, first: int, second: int) -> np.ndarray:
+    """(N_first - N_second) / (N_first + N_second) per row; NaN when both are 0."""
+    a = counts[:, first].astype(np.float64)
+    b = counts[:, second].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a + b > 0, (a - b) / (a + b), np.nan)
+
+
+@dataclass(frozen=True)
+class ItemMoments:
+    """What C-ASC needs from the labelled items of one attribute."""
+
+    group_sums: np.ndarray  # (G, d) float64: sum of the vectors of each group
+    group_sizes: np.ndarray  # (G,) int64
+    covariance: np.ndarray  # (d, d) float64 over all labelled items, ddof 1
+
+
+@dataclass(frozen=True)
+class CentredItems:
+    """All item vectors centred on their mean, and their Gram matrix: computed once, shared by
+    every attribute. Sums of centred vectors keep float32 products accurate."""
+
+    mean: np.ndarray  # (d,) float64
+    centred: np.ndarray  # (n, d) float32, X - mean
+    gram: np.ndarray  # (d, d) float64, centred^T centred
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> "CentredItems":
+        vectors = np.asarray(vectors, dtype=np.float32)
+        mean = vectors.mean(axis=0, dtype=np.float64)
+        centred = vectors - mean.astype(np.float32)
+        return cls(mean, centred, (centred.T @ centred).astype(np.float64))
+
+
+def item_moments(items: CentredItems, codes: np.ndarray, n_groups: int) -> ItemMoments:
+    """Group sums and covariance of the items with ``codes`` >= 0 (the Gram matrix of the
+    unlabelled rest is subtracted from the whole, which is cheap when few are unlabelled)."""
+    onehot = (codes[:, None] == np.arange(n_groups)).astype(np.float32)
+    sizes = onehot.sum(axis=0).astype(np.int64)
+    centred_sums = (onehot.T @ items.centred).astype(np.float64)  # (G, d)
+    gram = items.gram
+    unlabelled = codes < 0
+    if unlabelled.any():
+        rest = items.centred[unlabelled]
+        gram = gram - (rest.T @ rest).astype(np.float64)
+    n = int(sizes.sum())
+    shift = centred_sums.sum(axis=0) / max(n, 1)  # labelled mean minus the overall mean
+    covariance = (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
+    group_sums = centred_sums + sizes[:, None] * items.mean
+    return ItemMoments(group_sums, sizes, covariance)
+
+
+def casc(queries: np.ndarray, moments: ItemMoments) -> np.ndarray:
+    """C-ASC (q, G): (mean cos in g - mean cos outside g) / std of cos over all labelled items."""
+    q = np.asarray(queries, dtype=np.float64)
+    sizes = moments.group_sizes.astype(np.float64)
+    n = sizes.sum()
+    inside = q @ moments.group_sums.T  # (q, G) sums of cosines
+    total = inside.sum(axis=1, keepdims=True)
+    variance = np.einsum("qd,de,qe->q", q, moments.covariance, q)
+    std = np.sqrt(np.maximum(variance, 0.0))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_in = inside / sizes
+        mean_out = (total - inside) / (n - sizes)
+        return (mean_in - mean_out) / std
