@@ -31,18 +31,18 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from engine import storage
 from engine.errors import InputError
-from engine.rank_correlation import bootstrap_rank_correlation
+from engine.rank_correlation import correlation_table
 
 log = logging.getLogger(__name__)
 
 SKEW_COLUMNS = ("word", "category", "attribute", "group", "count", "base_rate")
 COOC_COLUMNS = ("word", "axis", "group", "n_both", "n_group", "log_odds_z")
 MAPPING_COLUMNS = ("attribute", "group", "axis", "lexicon_group")
+WORD_KEYS = ["category", "word", "attribute"]
 OUTPUT_TABLES = ("links", "words", "correlations", "divergent")
 POOLED = "(all groups)"
 OVERALL = "(all categories)"
@@ -95,21 +95,35 @@ def _smoothed_log_ratio(count: pl.Expr, total: pl.Expr, base: pl.Expr, a: float)
     return pl.when(base > 0).then((share / base).log()).otherwise(None)
 
 
+def lexicon_key(axis: str, group: str) -> pl.Expr:
+    """Lexicon groups as "axis/group" whether a table writes "race/white" or axis race + "white"."""
+    return (pl.when(pl.col(group).str.contains("/", literal=True)).then(pl.col(group))
+            .otherwise(pl.concat_str(pl.col(axis), pl.lit("/"), pl.col(group))))
+
+
+def pool_templates(skew: pl.DataFrame) -> pl.DataFrame:
+    """One row per (category, word, attribute, group): counts summed over the audit's templates
+    (an equal-weight average of their top-k compositions; one template: unchanged)."""
+    require_columns(skew, SKEW_COLUMNS, "skew table")
+    return skew.group_by([*WORD_KEYS, "group"], maintain_order=True).agg(
+        pl.col("count").sum(), pl.col("base_rate").first())
+
+
 def retrieval_side(skew: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:
     """Retrieval counts and base rates per word and linked group (face groups summed)."""
-    require_columns(skew, SKEW_COLUMNS, "skew table")
     require_columns(mapping, MAPPING_COLUMNS, "group mapping")
-    totals = skew.group_by("word", "attribute").agg(retrieved=pl.col("count").sum())
-    joined = skew.join(mapping, on=["attribute", "group"], how="inner")
-    linked = joined.group_by("word", "category", "attribute", "axis", "lexicon_group").agg(
+    pooled = pool_templates(skew)
+    totals = pooled.group_by(WORD_KEYS).agg(retrieved=pl.col("count").sum())
+    mapping = mapping.with_columns(lexicon_group=lexicon_key("axis", "lexicon_group"))
+    joined = pooled.join(mapping, on=["attribute", "group"], how="inner")
+    linked = joined.group_by(*WORD_KEYS, "axis", "lexicon_group").agg(
         face_groups=pl.col("group").sort().str.join("+"),
         retrieval_count=pl.col("count").sum(),
         retrieval_base_rate=pl.col("base_rate").sum(),
     )
-    by_word = ["word", "attribute"]
-    linked = linked.join(totals, on=by_word).with_columns(
-        retrieval_total=pl.col("retrieval_count").sum().over(by_word),
-        base_total=pl.col("retrieval_base_rate").sum().over(by_word),
+    linked = linked.join(totals, on=WORD_KEYS).with_columns(
+        retrieval_total=pl.col("retrieval_count").sum().over(WORD_KEYS),
+        base_total=pl.col("retrieval_base_rate").sum().over(WORD_KEYS),
     )
     return linked.with_columns(
         retrieval_coverage=pl.col("retrieval_total") / pl.col("retrieved"),
@@ -121,11 +135,12 @@ def retrieval_side(skew: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:
 def caption_side(cooc: pl.DataFrame, mapping: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Caption counts per word and linked group, and the corpus base rate of each linked group."""
     require_columns(cooc, COOC_COLUMNS, "co-occurrence table")
-    groups = mapping.select("axis", group="lexicon_group").unique()
-    rows = cooc.join(groups, on=["axis", "group"], how="semi")
+    groups = mapping.select("axis", group=lexicon_key("axis", "lexicon_group")).unique()
+    rows = cooc.with_columns(group=lexicon_key("axis", "group")).join(groups, on=["axis", "group"], how="semi")
     base = rows.group_by("axis", "group").agg(n_group=pl.col("n_group").max())
     base = base.with_columns(caption_base_rate=pl.col("n_group") / pl.col("n_group").sum().over("axis"))
-    counts = rows.select("word", "axis", "group", caption_count="n_both", caption_z="log_odds_z")
+    counts = rows.unique(["word", "axis", "group"]).select(
+        "word", "axis", "group", caption_count="n_both", caption_z="log_odds_z")
     return counts, base.drop("n_group")
 
 
@@ -137,7 +152,7 @@ def link(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
     keys = ["word", "axis", "group"]
     table = retrieval.join(base, on=["axis", "group"], how="left").join(counts, on=keys, how="left")
     table = table.with_columns(pl.col("caption_count").fill_null(0))
-    table = table.with_columns(caption_total=pl.col("caption_count").sum().over("word", "attribute"))
+    table = table.with_columns(caption_total=pl.col("caption_count").sum().over(WORD_KEYS))
     a = config.prior_strength
     table = table.with_columns(
         caption_share=pl.when(pl.col("caption_total") > 0)
@@ -170,12 +185,12 @@ def word_evidence(links: pl.DataFrame, skew: pl.DataFrame,
     """Per word and attribute: the retrieval direction and whether the captions support it."""
     valid = links.filter(pl.col("retrieval_log_ratio").is_not_null())
     top = valid.sort(["retrieval_log_ratio", "group"], descending=[True, False])
-    top = top.group_by("word", "attribute", maintain_order=True).first()
+    top = top.group_by(WORD_KEYS, maintain_order=True).first()
     caption_top = valid.filter(pl.col("caption_total") > 0).sort(
         ["caption_log_ratio", "group"], descending=[True, False]
-    ).group_by("word", "attribute", maintain_order=True).agg(caption_top_group=pl.col("group").first())
-    words = top.join(caption_top, on=["word", "attribute"], how="left")
-    words = words.join(_retrieval_significance(skew), on=["word", "attribute"], how="left")
+    ).group_by(WORD_KEYS, maintain_order=True).agg(caption_top_group=pl.col("group").first())
+    words = top.join(caption_top, on=WORD_KEYS, how="left")
+    words = words.join(_retrieval_significance(skew), on=WORD_KEYS, how="left")
     z, thr = pl.col("caption_z"), config.z_threshold
     evidence = (
         pl.when(pl.col("caption_total") < config.min_caption_mentions).then(pl.lit("insufficient"))
@@ -202,12 +217,15 @@ def word_evidence(links: pl.DataFrame, skew: pl.DataFrame,
 
 
 def _retrieval_significance(skew: pl.DataFrame) -> pl.DataFrame:
-    """The audit's per-word q-value (or p-value) for each attribute, if it has one."""
-    column = next((c for c in ("q_value", "q", "p_value", "p") if c in skew.columns), None)
-    keys = skew.select("word", "attribute").unique()
+    """The audit's per-word q-value (else p-value) for each attribute; over several templates the
+    smallest, times their number (Bonferroni), capped at 1. Null when the audit has neither."""
+    column = next((c for c in ("q_value", "p_value") if c in skew.columns), None)
     if column is None:
-        return keys.with_columns(retrieval_q=pl.lit(None, dtype=pl.Float64))
-    return skew.group_by("word", "attribute").agg(retrieval_q=pl.col(column).cast(pl.Float64).first())
+        return skew.select(WORD_KEYS).unique().with_columns(retrieval_q=pl.lit(None, dtype=pl.Float64))
+    query = [*WORD_KEYS, "template"] if "template" in skew.columns else WORD_KEYS
+    per_query = skew.unique(query).select(*WORD_KEYS, q=pl.col(column).cast(pl.Float64))
+    return per_query.group_by(WORD_KEYS).agg(
+        retrieval_q=(pl.col("q").min() * pl.col("q").count()).clip(upper_bound=1.0))
 
 
 def divergent_words(words: pl.DataFrame) -> pl.DataFrame:
@@ -224,42 +242,14 @@ def rank_correlations(links: pl.DataFrame, config: ProvenanceConfig = Provenance
     usable = links.filter(pl.col("caption_total") >= max(config.min_caption_mentions, 1),
                           pl.col("retrieval_log_ratio").is_not_null(),
                           pl.col("caption_log_ratio").is_not_null())
-    scopes = [(OVERALL, usable)] + sorted(
-        (name, part) for (name,), part in usable.partition_by("category", as_dict=True).items())
-    rows = []
-    for scope, part in scopes:
-        for (attribute,), by_attribute in sorted(part.partition_by("attribute", as_dict=True).items()):
-            rows.extend(_correlation_rows(scope, attribute, by_attribute, config))
-    return pl.DataFrame(rows, schema=CORRELATION_SCHEMA)
-
-
-CORRELATION_SCHEMA = {
-    "scope": pl.Utf8, "attribute": pl.Utf8, "group": pl.Utf8, "n_words": pl.Int64,
-    "n_points": pl.Int64, "spearman": pl.Float64, "spearman_low": pl.Float64,
-    "spearman_high": pl.Float64, "spearman_p": pl.Float64, "kendall": pl.Float64,
-    "kendall_low": pl.Float64, "kendall_high": pl.Float64, "kendall_p": pl.Float64,
-}
-
-
-def _correlation_rows(scope: str, attribute: str, part: pl.DataFrame, config: ProvenanceConfig):
-    wide = {name: part.pivot(on="group", index="word", values=name, sort_columns=True).sort("word")
-            for name in ("caption_log_ratio", "retrieval_log_ratio")}
-    groups = [c for c in wide["caption_log_ratio"].columns if c != "word"]
-    for group in groups + [POOLED]:
-        chosen = groups if group == POOLED else [group]
-        x = wide["caption_log_ratio"].select(chosen).to_numpy().astype(float)
-        y = wide["retrieval_log_ratio"].select(chosen).to_numpy().astype(float)
-        complete = np.isfinite(x).all(1) & np.isfinite(y).all(1)
-        if complete.sum() < 3:
-            continue
-        stats = bootstrap_rank_correlation(x[complete], y[complete], n_boot=config.n_boot,
-                                           confidence=config.confidence, seed=config.seed)
-        yield {"scope": scope, "attribute": attribute, "group": group,
-               **{k: _finite_or_none(v) for k, v in stats.items()}}
-
-
-def _finite_or_none(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    overall = usable.unique(["word", "attribute", "group"], keep="first", maintain_order=True)
+    scoped = pl.concat([overall.with_columns(scope=pl.lit(OVERALL)),
+                        usable.with_columns(scope=pl.col("category"))])
+    table = correlation_table(scoped, "caption_log_ratio", "retrieval_log_ratio", by=["scope", "attribute"],
+                              cluster="word", member="group", pooled=POOLED, n_boot=config.n_boot,
+                              confidence=config.confidence, seed=config.seed)
+    return table.rename({"n_clusters": "n_words"}).sort(
+        pl.col("scope") != OVERALL, "scope", "attribute", pl.col("group") == POOLED, "group")
 
 
 def provenance(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
@@ -296,22 +286,24 @@ def summarise(skew, mapping, links, words, correlations, divergent, top: int = 1
 
 
 def load_group_mapping(path: str | Path | None = None) -> pl.DataFrame:
-    """The face-group -> caption lexicon-group mapping: a CSV with columns attribute, group, axis,
-    lexicon_group (default: the taxonomy's demographic axes)."""
+    """Face group -> caption lexicon group: columns attribute, group, axis, lexicon_group. Default:
+    the taxonomy's demographic axes (taxonomy/axes.csv); else a CSV with those columns."""
     if path is None:
-        from taxonomy import DATA_DIR
+        from taxonomy import axes
 
-        path = DATA_DIR / "axes.csv"
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"group mapping {path} does not exist")
-    table = pl.read_csv(path, infer_schema_length=0)
-    require_columns(table, MAPPING_COLUMNS, f"group mapping {path}")
-    table = table.select(MAPPING_COLUMNS).drop_nulls().unique(maintain_order=True)
+        table, origin = axes.lexicon_groups(), "taxonomy/axes.csv"
+    else:
+        path, origin = Path(path), str(path)
+        if not path.exists():
+            raise InputError(f"group mapping {path} does not exist")
+        table = pl.read_csv(path, infer_schema_length=0)
+    require_columns(table, MAPPING_COLUMNS, f"group mapping {origin}")
+    table = table.select(MAPPING_COLUMNS).filter(pl.all_horizontal(pl.all().fill_null("") != ""))
+    table = table.unique(maintain_order=True)
     ambiguous = table.filter(pl.len().over("attribute", "group") > 1)
     if not ambiguous.is_empty():
         first = ambiguous.row(0, named=True)
-        raise InputError(f"group mapping {path}: face group {first['attribute']}={first['group']!r} "
+        raise InputError(f"group mapping {origin}: face group {first['attribute']}={first['group']!r} "
                          "maps to several lexicon groups; map each face group to at most one")
     return table
 
@@ -335,9 +327,16 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     manifest = out_dir / storage.MANIFEST_NAME
     if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (
-            manifest.exists() and storage.read_json(manifest).get("stage") == "provenance")):
+            manifest.exists() and _manifest_kind(manifest) == "provenance")):
         raise InputError(f"--out {out_dir} exists and is not an earlier provenance output; "
                          "choose a new or empty directory")
+
+
+def _manifest_kind(path: Path) -> str | None:
+    try:
+        return storage.read_json(path).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | Path,
@@ -350,7 +349,7 @@ def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | P
     mapping = load_group_mapping() if mapping is None else mapping
     result = provenance(skew, cooc, mapping, config)
     manifest = {
-        "stage": "provenance", "created": storage.utc_now(), "config": asdict(config),
+        "kind": "provenance", "created": storage.utc_now(), "config": asdict(config),
         "inputs": {"audit": _input_record(audit_dir, "skew.parquet"),
                    "scan": _input_record(scan_dir, "cooccurrence.parquet")},
         "mapping": mapping.to_dicts(), "tables": [f"{name}.parquet" for name in OUTPUT_TABLES],

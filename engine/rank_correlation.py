@@ -8,7 +8,10 @@ for all replicates at once (ranks along rows; Kendall from pairwise sign matrice
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import polars as pl
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -68,7 +71,7 @@ def bootstrap_rank_correlation(x: np.ndarray, y: np.ndarray, *, n_boot: int = 10
         x, y = x[:, None], y[:, None]
     n_clusters = x.shape[0]
     flat_x, flat_y = x.reshape(1, -1), y.reshape(1, -1)
-    row = {"n_words": n_clusters, "n_points": int(x.size),
+    row = {"n_clusters": n_clusters, "n_points": int(x.size),
            "spearman": float(spearman_rows(flat_x, flat_y)[0]),
            "kendall": float(kendall_rows(flat_x, flat_y)[0]),
            "spearman_p": None, "kendall_p": None}
@@ -84,3 +87,36 @@ def bootstrap_rank_correlation(x: np.ndarray, y: np.ndarray, *, n_boot: int = 10
                             ("kendall", kendall_rows(boot_x, boot_y))):
             row[f"{name}_low"], row[f"{name}_high"] = _interval(stats, confidence)
     return row
+
+
+CORRELATION_SCHEMA = {
+    "n_clusters": pl.Int64, "n_points": pl.Int64,
+    "spearman": pl.Float64, "spearman_low": pl.Float64, "spearman_high": pl.Float64, "spearman_p": pl.Float64,
+    "kendall": pl.Float64, "kendall_low": pl.Float64, "kendall_high": pl.Float64, "kendall_p": pl.Float64,
+}
+
+
+def correlation_table(points: pl.DataFrame, x: str, y: str, *, by: list[str], cluster: str, member: str,
+                      pooled: str, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> pl.DataFrame:
+    """Rank correlation of columns ``x`` and ``y`` for each ``by`` group: one row per ``member``
+    (its points, one per cluster) and one for all members pooled. Clusters lacking a member are
+    left out of the pooled row; rows with fewer than 3 clusters are skipped; NaN becomes null."""
+    rows = []
+    for key, part in sorted(points.partition_by(by, as_dict=True).items()):
+        wide = {name: part.pivot(on=member, index=cluster, values=name, sort_columns=True).sort(cluster)
+                for name in (x, y)}
+        members = [c for c in wide[x].columns if c != cluster]
+        for chosen in [[m] for m in members] + [members]:
+            xs = wide[x].select(chosen).to_numpy().astype(float)
+            ys = wide[y].select(chosen).to_numpy().astype(float)
+            complete = np.isfinite(xs).all(1) & np.isfinite(ys).all(1)
+            if complete.sum() < 3:
+                continue
+            stats = bootstrap_rank_correlation(xs[complete], ys[complete], n_boot=n_boot,
+                                               confidence=confidence, seed=seed)
+            label = chosen[0] if len(chosen) == 1 and chosen is not members else pooled
+            rows.append({**dict(zip(by, key)), member: label,
+                         **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                            for k, v in stats.items()}})
+    schema = {**{c: points.schema[c] for c in by}, member: pl.Utf8, **CORRELATION_SCHEMA}
+    return pl.DataFrame(rows, schema=schema, orient="row" if not rows else None)

@@ -38,7 +38,8 @@ def skew_frame(rng: np.random.Generator, k: int = 100) -> pl.DataFrame:
                 for (group, rate), count in zip(base.items(), counts):
                     rows.append({"word": word, "category": category, "attribute": attribute,
                                  "group": group, "count": int(count), "share": count / k,
-                                 "base_rate": rate, "ndkl": 0.1, "q_value": 0.01})
+                                 "base_rate": rate, "template": "sobit", "entropy": 0.9,
+                                 "ndkl_base": 0.1, "q_value": 0.01})
     return pl.DataFrame(rows)
 
 

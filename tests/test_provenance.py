@@ -19,9 +19,9 @@ from engine.rank_correlation import bootstrap_rank_correlation, kendall_rows, sp
 
 MAPPING = pl.DataFrame({
     "attribute": ["gender", "gender", "race", "race", "race"],
-    "group": ["Female", "Male", "White", "East Asian", "Southeast Asian"],
+    "group": ["female", "male", "white", "east_asian", "southeast_asian"],
     "axis": ["gender", "gender", "race", "race", "race"],
-    "lexicon_group": ["woman", "man", "white", "asian", "asian"],
+    "lexicon_group": ["gender/woman", "gender/man", "race/white", "race/asian", "race/asian"],
 })
 
 
@@ -37,16 +37,16 @@ def cooc_rows(word, axis, n_both: dict, n_group: dict, z: dict) -> list[dict]:
             for g, n in n_both.items()]
 
 
-GENDER_BASE = {"Female": 0.5, "Male": 0.5}
+GENDER_BASE = {"female": 0.5, "male": 0.5}
 CAPTION_GENDER = {"woman": 10_000, "man": 30_000}
 
 
 def nurse_tables():
     skew = pl.DataFrame(
-        skew_rows("nurse", "occupation", "gender", {"Female": 80, "Male": 20}, GENDER_BASE)
+        skew_rows("nurse", "occupation", "gender", {"female": 80, "male": 20}, GENDER_BASE)
         + skew_rows("nurse", "occupation", "race",
-                    {"White": 30, "East Asian": 10, "Southeast Asian": 20, "Black": 40},
-                    {"White": 0.2, "East Asian": 0.1, "Southeast Asian": 0.1, "Black": 0.6}))
+                    {"white": 30, "east_asian": 10, "southeast_asian": 20, "black": 40},
+                    {"white": 0.2, "east_asian": 0.1, "southeast_asian": 0.1, "black": 0.6}))
     cooc = pl.DataFrame(
         cooc_rows("nurse", "gender", {"woman": 300, "man": 100}, CAPTION_GENDER, {"woman": 5.0, "man": -5.0})
         + cooc_rows("nurse", "race", {"white": 5, "asian": 15, "black": 7},
@@ -57,8 +57,8 @@ def nurse_tables():
 def test_link_matches_hand_computed_shares_and_log_ratios():
     skew, cooc = nurse_tables()
     links = link(skew, cooc, MAPPING, ProvenanceConfig(prior_strength=1.0))
-    woman = links.filter(pl.col("group") == "woman").row(0, named=True)
-    assert woman["face_groups"] == "Female" and woman["retrieval_share"] == pytest.approx(0.8)
+    woman = links.filter(pl.col("group") == "gender/woman").row(0, named=True)
+    assert woman["face_groups"] == "female" and woman["retrieval_share"] == pytest.approx(0.8)
     assert woman["retrieval_log_ratio"] == pytest.approx(math.log((80 + 0.5) / 101 / 0.5))
     assert woman["caption_share"] == pytest.approx(0.75)
     assert woman["caption_base_rate"] == pytest.approx(0.25)
@@ -69,8 +69,8 @@ def test_link_matches_hand_computed_shares_and_log_ratios():
 
     # race: East + Southeast Asian add up; Black is not in the mapping, so the linked shares are
     # renormalised over the 60 mapped faces and base rates over the mapped 0.4 of the index.
-    asian = links.filter(pl.col("group") == "asian").row(0, named=True)
-    assert asian["face_groups"] == "East Asian+Southeast Asian"
+    asian = links.filter(pl.col("group") == "race/asian").row(0, named=True)
+    assert asian["face_groups"] == "east_asian+southeast_asian"
     assert asian["retrieval_count"] == 30 and asian["retrieval_total"] == 60
     assert asian["retrieval_coverage"] == pytest.approx(0.6)
     assert asian["retrieval_base_rate"] == pytest.approx(0.5)
@@ -78,11 +78,11 @@ def test_link_matches_hand_computed_shares_and_log_ratios():
     # caption side: only linked lexicon groups (white, asian) count; black is left out
     assert asian["caption_total"] == 20 and asian["caption_share"] == pytest.approx(0.75)
     assert asian["caption_base_rate"] == pytest.approx(0.1)
-    assert set(links["group"]) == {"woman", "man", "white", "asian"}
+    assert set(links["group"]) == {"gender/woman", "gender/man", "race/white", "race/asian"}
 
 
 def test_no_evidence_means_zero_log_ratio():
-    skew = pl.DataFrame(skew_rows("ghost", "c", "gender", {"Female": 50, "Male": 50}, GENDER_BASE))
+    skew = pl.DataFrame(skew_rows("ghost", "c", "gender", {"female": 50, "male": 50}, GENDER_BASE))
     cooc = pl.DataFrame(cooc_rows("other", "gender", {"woman": 1, "man": 1}, CAPTION_GENDER,
                                   {"woman": 0.0, "man": 0.0}))
     links = link(skew, cooc, MAPPING)
@@ -97,20 +97,20 @@ def test_no_evidence_means_zero_log_ratio():
     (5.0, 4, "insufficient", "strong"),
 ])
 def test_evidence_labels(z_woman, total, evidence, strength):
-    skew = pl.DataFrame(skew_rows("nurse", "occupation", "gender", {"Female": 80, "Male": 20}, GENDER_BASE))
+    skew = pl.DataFrame(skew_rows("nurse", "occupation", "gender", {"female": 80, "male": 20}, GENDER_BASE))
     cooc = pl.DataFrame(cooc_rows("nurse", "gender", {"woman": total // 2, "man": total // 2},
                                   CAPTION_GENDER, {"woman": z_woman, "man": -z_woman}))
     words = provenance(skew, cooc, MAPPING, ProvenanceConfig(n_boot=0)).words
     row = words.row(0, named=True)
-    assert (row["group"], row["evidence"], row["strength"]) == ("woman", evidence, strength)
+    assert (row["group"], row["evidence"], row["strength"]) == ("gender/woman", evidence, strength)
     assert row["caption_total"] == total
 
 
 def test_divergence_exceeds_and_contradicts_and_q_values():
-    rows = (skew_rows("amplified", "c", "gender", {"Female": 95, "Male": 5}, GENDER_BASE)
-            + skew_rows("against", "c", "gender", {"Female": 70, "Male": 30}, GENDER_BASE)
-            + skew_rows("mirrored", "c", "gender", {"Female": 70, "Male": 30}, GENDER_BASE)
-            + skew_rows("noise", "c", "gender", {"Female": 99, "Male": 1}, GENDER_BASE))
+    rows = (skew_rows("amplified", "c", "gender", {"female": 95, "male": 5}, GENDER_BASE)
+            + skew_rows("against", "c", "gender", {"female": 70, "male": 30}, GENDER_BASE)
+            + skew_rows("mirrored", "c", "gender", {"female": 70, "male": 30}, GENDER_BASE)
+            + skew_rows("noise", "c", "gender", {"female": 99, "male": 1}, GENDER_BASE))
     skew = pl.DataFrame(rows).with_columns(
         q_value=pl.when(pl.col("word") == "noise").then(0.5).otherwise(0.001))
     cooc = pl.DataFrame(
@@ -137,7 +137,7 @@ def random_links(n_words=30, seed=1, categories=("a", "b")):
     for i in range(n_words):
         female = int(rng.integers(0, 101))
         skew += skew_rows(f"w{i:02d}", categories[i % len(categories)], "gender",
-                          {"Female": female, "Male": 100 - female}, GENDER_BASE)
+                          {"female": female, "male": 100 - female}, GENDER_BASE)
         both = {"woman": int(rng.integers(5, 60)) + female // 2, "man": int(rng.integers(5, 60))}
         cooc += cooc_rows(f"w{i:02d}", "gender", both, CAPTION_GENDER, {"woman": 0.0, "man": 0.0})
     return link(pl.DataFrame(skew), pl.DataFrame(cooc), MAPPING)
@@ -147,7 +147,7 @@ def test_rank_correlations_match_scipy():
     links = random_links()
     table = rank_correlations(links, ProvenanceConfig(n_boot=50))
     for scope, part in [(OVERALL, links), ("a", links.filter(pl.col("category") == "a"))]:
-        for group in ("woman", POOLED):
+        for group in ("gender/woman", POOLED):
             rows = part if group == POOLED else part.filter(pl.col("group") == group)
             rows = rows.sort("word", "group")
             x, y = rows["caption_log_ratio"].to_numpy(), rows["retrieval_log_ratio"].to_numpy()
@@ -156,8 +156,8 @@ def test_rank_correlations_match_scipy():
             assert got["kendall"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
             assert got["n_words"] == part["word"].n_unique()
             assert got["spearman_low"] <= got["spearman"] <= got["spearman_high"]
-    woman = table.filter(scope=OVERALL, group="woman").row(0, named=True)
-    woman_rows = links.filter(group="woman")
+    woman = table.filter(scope=OVERALL, group="gender/woman").row(0, named=True)
+    woman_rows = links.filter(group="gender/woman")
     assert woman["kendall_p"] == pytest.approx(stats.kendalltau(
         woman_rows["caption_log_ratio"], woman_rows["retrieval_log_ratio"]).pvalue)
     assert table.filter(scope=OVERALL, group=POOLED)["spearman_p"].to_list() == [None]
@@ -212,7 +212,7 @@ def test_run_writes_tables_and_cli(tmp_path, capsys, only_provenance_command):
     for name in ("links", "words", "correlations", "divergent"):
         assert pl.read_parquet(out / f"{name}.parquet").columns
     manifest = storage.read_json(out / "manifest.json")
-    assert manifest["stage"] == "provenance" and manifest["config"]["n_boot"] == 10
+    assert manifest["kind"] == "provenance" and manifest["config"]["n_boot"] == 10
     assert manifest["inputs"]["audit"]["sha256"] == storage.sha256_file(audit / "skew.parquet")
 
     code = cli.main(["provenance", "--audit", str(audit), "--scan", str(scan), "--out", str(out),
@@ -231,7 +231,7 @@ def test_bad_inputs(tmp_path, capsys, only_provenance_command):
     with pytest.raises(InputError, match="n_boot"):
         ProvenanceConfig(n_boot=-1)
     ambiguous = tmp_path / "ambiguous.csv"
-    pl.concat([MAPPING, MAPPING.head(1).with_columns(lexicon_group=pl.lit("girl"))]).write_csv(ambiguous)
+    pl.concat([MAPPING, MAPPING.head(1).with_columns(lexicon_group=pl.lit("gender/girl"))]).write_csv(ambiguous)
     with pytest.raises(InputError, match="several lexicon groups"):
         load_group_mapping(ambiguous)
     audit, scan, mapping = write_inputs(tmp_path, skew, cooc)
@@ -244,3 +244,37 @@ def test_bad_inputs(tmp_path, capsys, only_provenance_command):
     with pytest.raises(InputError, match="not an earlier provenance output"):
         run_provenance(audit, scan, occupied, mapping=load_group_mapping(mapping))
     assert (occupied / "precious.txt").read_text() == "keep me"
+
+
+def test_templates_pool_categories_repeat_and_real_axes_mapping():
+    """Two templates are pooled (counts summed, q Bonferroni-corrected); a word in two categories
+    counts once overall; the default mapping is the taxonomy's axes.csv; the scan may write its
+    groups either as "race/white" or as axis race + "white"."""
+    mapping = load_group_mapping()
+    assert {"attribute", "group", "axis", "lexicon_group"} == set(mapping.columns)
+    rows = []
+    rng = np.random.default_rng(2)
+    for i in range(8):
+        female = int(rng.integers(0, 101))
+        for template, shift, q in (("sobit/0", 0, 0.01), ("sobit/1", 10, 0.2)):
+            f = min(100, female + shift)
+            for category in (["c1", "c2"] if i == 0 else ["c1"]):
+                rows += [{"word": f"w{i}", "category": category, "template": template, "attribute": "gender",
+                          "group": g, "count": c, "base_rate": 0.5, "q_value": q}
+                         for g, c in (("female", f), ("male", 100 - f))]
+    skew = pl.DataFrame(rows)
+    lexicon = mapping.filter(attribute="gender").select("group", "lexicon_group")
+    prefixed = dict(lexicon.iter_rows())
+    cooc = pl.DataFrame([
+        {"word": f"w{i}", "axis": "gender", "group": prefixed[g] if i % 2 else prefixed[g].split("/")[1],
+         "n_both": int(rng.integers(10, 90)), "n_group": 5000, "log_odds_z": 0.0}
+        for i in range(8) for g in ("female", "male")])
+    result = provenance(skew, cooc, mapping, ProvenanceConfig(n_boot=20))
+    w0 = result.links.filter(word="w0", category="c1", group=prefixed["female"]).row(0, named=True)
+    first = skew.filter(word="w0", category="c1", group="female")["count"].to_list()
+    assert w0["retrieval_count"] == sum(first) and w0["retrieval_total"] == 200
+    assert result.links["caption_total"].min() > 0  # both spellings of the groups joined
+    assert result.words.filter(word="w0", category="c1")["retrieval_q"].to_list() == [pytest.approx(0.02)]
+    overall = result.correlations.filter(scope=OVERALL, group=POOLED).row(0, named=True)
+    assert overall["n_words"] == 8
+    assert result.correlations.filter(scope="c1", group=POOLED)["n_words"].to_list() == [8]

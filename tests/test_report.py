@@ -72,7 +72,7 @@ def test_most_skewed_words_are_the_largest_kl(runs):
     kl = sum(r["share"] * __import__("math").log(r["share"] / r["base_rate"]) for r in part if r["share"])
     top = max(part, key=lambda r: r["share"] / r["base_rate"])
     assert row["kl"] == pytest.approx(kl) and row["top_group"] == top["group"]
-    assert row["ndkl"] == 0.1 and row["k"] == 100
+    assert row["ndkl_base"] == 0.1 and row["k"] == 100 and row["label"] == "nurse"
 
 
 def test_text_from_data_is_escaped(runs):

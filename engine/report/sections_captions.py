@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from engine.provenance import lexicon_key
 from engine.report import charts, tables
 from engine.report.load import Run
 from engine.report.sections_retrieval import Section
@@ -29,6 +30,8 @@ def examples_html(examples: pl.DataFrame | None, pairs: list[tuple[str, str]]) -
     url = _first_present(examples, URL_COLUMNS)
     if caption is None or not {"word", "group"} <= set(examples.columns):
         return ""
+    if "axis" in examples.columns:
+        examples = examples.with_columns(group=lexicon_key("axis", "group"))
     wanted = pl.DataFrame(pairs, schema=["word", "group"], orient="row")
     found = examples.join(wanted, on=["word", "group"], how="semi")
     blocks = []
@@ -55,7 +58,7 @@ def scan_sections(run: Run) -> list[Section]:
     cooc = run.table("cooccurrence")
     if cooc is None:
         return []
-    top = top_cooccurrences(cooc)
+    top = top_cooccurrences(cooc.with_columns(group=lexicon_key("axis", "group")))
     stats = [("directory", str(run.path))] + [
         (k, v) for k, v in run.manifest.items() if isinstance(v, (int, float, str)) and k != "created"]
     numeric = [c for c in ("n_word", "n_group", "n_both", "n_unique_captions_both", "pmi", "PMI",

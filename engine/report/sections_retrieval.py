@@ -9,8 +9,8 @@ import polars as pl
 from engine.report import charts, tables
 from engine.report.load import Run
 
-BASE_COLUMNS = {"word", "category", "attribute", "group", "count", "share", "base_rate",
-                "prompt_id", "template", "text"}
+DISPLAY_METRICS = {"entropy": "entropy", "max_skew_base": "MaxSkew (base)", "min_skew_base": "MinSkew (base)",
+                   "ndkl_base": "NDKL (base)", "bias_at_k": "Bias@k", "q_value": "q"}
 TOP_PER_CATEGORY = 3
 BARS_PER_CATEGORY = 12
 
@@ -22,38 +22,34 @@ class Section:
     body: str
 
 
+def query_keys(skew: pl.DataFrame) -> list[str]:
+    """What identifies one measured query: category, word, (template,) attribute."""
+    return ["category", "word", *(["template"] if "template" in skew.columns else []), "attribute"]
+
+
 def word_metrics(skew: pl.DataFrame) -> pl.DataFrame:
-    """Per word and attribute: KL@k to the base rate, the most over-represented group, and the
-    audit's own per-word metrics (numeric columns constant within a word and attribute)."""
-    keys = ["word", "category", "attribute"]
-    audit_metrics = [c for c, dtype in skew.schema.items()
-                     if c not in BASE_COLUMNS and dtype.is_numeric()]
+    """Per query and attribute: KL@k to the base rate, the most over-represented group, the
+    audit's own metrics where present (DISPLAY_METRICS), and a display label."""
+    keys = query_keys(skew)
     ratio = pl.when(pl.col("base_rate") > 0).then(pl.col("share") / pl.col("base_rate"))
     terms = pl.when((pl.col("share") > 0) & (pl.col("base_rate") > 0)).then(
         pl.col("share") * (pl.col("share") / pl.col("base_rate")).log()).otherwise(0.0)
     ranked = skew.with_columns(ratio=ratio, kl_term=terms).sort(
         ["ratio", "group"], descending=[True, False], nulls_last=True)
-    return ranked.group_by(keys, maintain_order=True).agg(
-        kl=pl.col("kl_term").sum(),
-        top_group=pl.col("group").first(),
-        top_share=pl.col("share").first(),
-        top_base_rate=pl.col("base_rate").first(),
-        k=pl.col("count").sum(),
-        *[pl.col(c).first() for c in audit_metrics],
-    ).sort(keys)
+    metrics = ranked.group_by(keys, maintain_order=True).agg(
+        kl=pl.col("kl_term").sum(), top_group=pl.col("group").first(),
+        top_share=pl.col("share").first(), top_base_rate=pl.col("base_rate").first(),
+        k=pl.col("count").sum(), *[pl.col(c).first() for c in DISPLAY_METRICS if c in skew.columns])
+    several = "template" in keys and skew["template"].n_unique() > 1
+    label = pl.format("{} [{}]", "word", "template") if several else pl.col("word")
+    return metrics.with_columns(label=label).sort(keys)
 
 
-def _metric_columns(metrics: pl.DataFrame) -> list[str]:
-    known = {"word", "category", "attribute", "kl", "top_group", "top_share", "top_base_rate", "k"}
-    return [c for c in metrics.columns if c not in known]
-
-
-def most_skewed(run: Run, metrics: pl.DataFrame) -> str:
+def most_skewed(metrics: pl.DataFrame) -> str:
     """Per attribute: the ``TOP_PER_CATEGORY`` words of each category with the largest KL@k."""
-    extra = _metric_columns(metrics)
-    columns = [("category", "category"), ("word", "word"), ("top_group", "most over-represented"),
+    columns = [("category", "category"), ("label", "word"), ("top_group", "most over-represented"),
                ("top_share", "share in top k"), ("top_base_rate", "base rate"), ("kl", "KL@k")]
-    columns += [(c, c.replace("_", " ")) for c in extra]
+    columns += [(c, title) for c, title in DISPLAY_METRICS.items() if c in metrics.columns]
     formats = {"top_share": tables.percent, "top_base_rate": tables.percent}
     parts = []
     for (attribute,), part in sorted(metrics.partition_by("attribute", as_dict=True).items()):
@@ -71,7 +67,7 @@ def heatmaps(skew: pl.DataFrame) -> str:
     parts = []
     for (attribute,), part in sorted(mean.partition_by("attribute", as_dict=True).items()):
         categories = sorted(part["category"].unique().to_list())
-        groups = sorted(part["group"].unique().to_list())
+        groups = list(dict.fromkeys(skew.filter(pl.col("attribute") == attribute)["group"].to_list()))
         values = {(r["category"], r["group"]): r["gap"] for r in part.to_dicts()}
         svg = charts.heatmap(categories, groups, values, f"{attribute}: category x group heat map",
                              unit=" pp")
@@ -82,24 +78,24 @@ def heatmaps(skew: pl.DataFrame) -> str:
 
 def composition(skew: pl.DataFrame, metrics: pl.DataFrame) -> str:
     """Per attribute and category: stacked group shares of the most skewed words vs base rates."""
+    keys = [k for k in query_keys(skew) if k != "attribute"]
     parts = []
     for (attribute,), part in sorted(skew.partition_by("attribute", as_dict=True).items()):
-        groups = sorted(part["group"].unique().to_list())
+        groups = list(dict.fromkeys(part["group"].to_list()))  # the audit's display order
         colors = charts.group_colors(groups)
-        base = part.group_by("group").agg(pl.col("base_rate").first())
-        base_row = charts.BarRow("index base rate", dict(base.iter_rows()), "")
-        shares = {(r["word"], r["group"]): r["share"] for r in part.select("word", "group", "share").to_dicts()}
+        base = dict(part.group_by("group").agg(pl.col("base_rate").first()).iter_rows())
+        shares = {(*(r[k] for k in keys), r["group"]): r["share"] for r in part.select(*keys, "group", "share").to_dicts()}
         ranked = metrics.filter(pl.col("attribute") == attribute).sort("kl", descending=True)
         blocks = []
-        for i, (category, words) in enumerate(sorted(ranked.partition_by("category", as_dict=True).items())):
-            rows = [base_row] + [
-                charts.BarRow(w["word"], {g: shares.get((w["word"], g), 0.0) for g in groups},
+        for i, ((category,), words) in enumerate(sorted(ranked.partition_by("category", as_dict=True).items())):
+            rows = [charts.BarRow("index base rate", base)] + [
+                charts.BarRow(w["label"], {g: shares.get((*(w[k] for k in keys), g)) or 0.0 for g in groups},
                               f"KL {w['kl']:.2f}")
                 for w in words.head(BARS_PER_CATEGORY).to_dicts()]
-            svg = charts.composition_bars(rows, colors, f"{attribute} composition, {category[0]}")
+            svg = charts.composition_bars(rows, colors, f"{attribute} composition, {category}")
             more = f" ({BARS_PER_CATEGORY} of {words.height} words)" if words.height > BARS_PER_CATEGORY else ""
             opened = " open" if i == 0 else ""
-            blocks.append(f"<details{opened}><summary>{charts.esc(category[0])}{more}</summary>{svg}</details>")
+            blocks.append(f"<details{opened}><summary>{charts.esc(category)}{more}</summary>{svg}</details>")
         parts.append(f"<h3>{charts.esc(attribute)}</h3>{charts.legend(colors)}{''.join(blocks)}")
     return "".join(parts)
 
@@ -114,9 +110,10 @@ def audit_sections(run: Run) -> list[Section]:
                                  ("attributes", ", ".join(sorted(skew["attribute"].unique()))),
                                  ("k", metrics["k"].max()), ("categories", skew["category"].n_unique())])
     intro = ("<p>KL@k = sum over groups of p(g) ln(p(g) / base rate(g)) for the top-k retrieved faces; "
-             "the audit's own metrics follow it. Ranked by KL@k within each category.</p>")
+             "the audit's own metrics follow it (q: Benjamini-Hochberg over words, against random "
+             "k-subsets of the index). Ranked by KL@k within each category.</p>")
     return [
-        Section(f"{tag}-top", f"Most skewed words per category ({run.label})", summary + intro + most_skewed(run, metrics)),
+        Section(f"{tag}-top", f"Most skewed words per category ({run.label})", summary + intro + most_skewed(metrics)),
         Section(f"{tag}-heat", f"Category x group heat map ({run.label})", heatmaps(skew)),
         Section(f"{tag}-bars", f"Group composition of retrieved faces ({run.label})",
                 "<p>Each bar shows the groups among a word's top-k faces; the first bar is the "
