@@ -13,6 +13,8 @@ from engine.provenance import ProvenanceConfig, run_provenance
 
 HOSTILE_CAPTION = "<script>document.title='PWNED';window.__pwned=1</script> nurse & woman"
 HOSTILE_IMG = '<img src=x onerror="window.__pwned=2"> portrait of a nurse, a woman'
+HOSTILE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="80"><script>window.__pwned=3'
+               '</script><rect width="200" height="80" fill="#4e79a7"/><text x="10" y="45">chart</text></svg>')
 HOSTILE_WORD = "<marquee>loud</marquee>"
 CATEGORIES = {"occupation": ["nurse", "engineer", "ceo", "teacher", "farmer", HOSTILE_WORD],
               "trait": ["kind", "angry", "smart", "lazy", "brave", "shy"]}
@@ -73,7 +75,7 @@ def examples_frame(cooc: pl.DataFrame) -> pl.DataFrame:
 def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
     """Write index, audit, scan, provenance and association directories under ``root``."""
     rng = np.random.default_rng(seed)
-    dirs = {name: root / name for name in ("index", "audit", "scan", "provenance", "eat")}
+    dirs = {name: root / name for name in ("index", "audit", "scan", "provenance", "eat", "hypo")}
     storage.write_json(dirs["index"] / "manifest.json", {
         "model": {"name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}, "count": 1200, "dim": 512,
         "dataset": {"source": "fairface:<val>", "split": "val"}, "created": "2025-01-01T00:00:00+00:00"})
@@ -92,5 +94,8 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
     storage.write_parquet(dirs["eat"] / "results.parquet", pl.DataFrame({
         "test": ["flowers-insects", HOSTILE_WORD], "d": [1.21, -0.3], "p": [0.001, 0.7],
         "n_x": [8, 8], "n_y": [8, 8], "sided": ["one", "one"]}))
-    storage.write_json(dirs["eat"] / "manifest.json", {"stage": "eat", "permutations": 12870})
+    storage.write_json(dirs["eat"] / "manifest.json", {"command": "eat", "permutations": 12870})
+    storage.write_parquet(dirs["hypo"] / "steps.parquet", pl.DataFrame({"step": [0, 10, 20], "minority": [1.0, 0.7, 0.1]}))
+    storage.write_text(dirs["hypo"] / "chart_black_to_white.svg", HOSTILE_SVG)
+    storage.write_json(dirs["hypo"] / "manifest.json", {"command": "hypodescent"})
     return dirs

@@ -29,6 +29,7 @@ KINDS = {
 }
 ORDER = ("index", "audit", "scan", "provenance", "results")
 MAX_GENERIC_ROWS = 500
+MAX_CHART_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Run:
     manifest: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    charts: dict[str, bytes] = field(default_factory=dict)  # SVG files a stage drew itself
 
     @property
     def label(self) -> str:
@@ -87,13 +89,16 @@ def detect_kind(directory: Path) -> str | None:
 def load_run(directory: Path, kind: str) -> Run:
     manifest = _read_json(directory / "manifest.json")
     summary = _read_json(directory / "summary.json")
+    charts = {}
     if kind == "results":
         tables = {p.stem: _read_parquet(p, MAX_GENERIC_ROWS) for p in sorted(directory.glob("*.parquet"))}
+        charts = {p.name: p.read_bytes() for p in sorted(directory.glob("*.svg"))
+                  if p.stat().st_size <= MAX_CHART_BYTES}
     else:
         names = KINDS[kind][1]
         tables = {name: _read_parquet(directory / f"{name}.parquet")
                   for name in names if (directory / f"{name}.parquet").exists()}
-    return Run(kind, directory, manifest, summary, tables)
+    return Run(kind, directory, manifest, summary, tables, charts)
 
 
 def find_runs(directory: str | Path) -> list[Run]:

@@ -40,7 +40,7 @@ thead th { background:#eef1f5; position:sticky; top:0; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 table.kv th { color:var(--muted); font-weight:500; }
 caption { text-align:left; color:var(--muted); }
-figure { margin:8px 0 16px; } figcaption { color:var(--muted); font-size:12.5px; margin-bottom:4px; }
+figure { margin:8px 0 16px; } img.chart-file { max-width:100%; height:auto; } figcaption { color:var(--muted); font-size:12.5px; margin-bottom:4px; }
 .grid { display:flex; flex-wrap:wrap; gap:8px 24px; }
 svg.chart text { fill:var(--ink); font-family:inherit; }
 svg.chart .plot { fill:#fafbfc; stroke:var(--line); }

@@ -3,6 +3,8 @@ tests and the like), methodology and caveats, and the run manifests."""
 
 from __future__ import annotations
 
+import base64
+
 from engine.report import charts, tables
 from engine.report.load import ReportInputs, Run
 from engine.report.sections_retrieval import Section
@@ -34,10 +36,18 @@ def index_section(run: Run) -> Section:
 
 
 def results_section(run: Run) -> Section:
+    """Any other stage's tables, and its own SVG charts as images (an SVG shown through <img>
+    cannot run script or load anything)."""
     parts = [tables.key_values([("directory", str(run.path))] + _flatten(run.manifest, 0))]
     for name, frame in run.tables.items():
         parts.append(f"<h3>{charts.esc(name)}</h3>" + tables.frame_table(frame))
-    return Section(f"results-{run.label}", f"Results: {run.label}", "".join(parts))
+    for name, data in run.charts.items():
+        uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
+        parts.append(f'<figure><figcaption>{charts.esc(name)}</figcaption>'
+                     f'<img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
+    command = run.manifest.get("command") or run.manifest.get("kind")
+    title = f"Results: {command} ({run.label})" if isinstance(command, str) else f"Results: {run.label}"
+    return Section(f"results-{run.label}", title, "".join(parts))
 
 
 METHODOLOGY = """
