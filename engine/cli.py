@@ -20,8 +20,12 @@ from engine.errors import VlauditError
 COMMAND_MODULES = (
     "index",
     "query",
+    "audit",
     "provenance",
     "eat",
+    "hypodescent",
+    "classify",
+    "rankfair",
     "report",
 )
 
