@@ -1,0 +1,99 @@
+"""``vlaudit index build|info|list`` and ``vlaudit query`` end to end, through a real folder source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_index import brute_force_top_k, make_images, tiny_encoder
+
+from engine.cli import main
+from engine.faces.index import open_index
+
+TINY_ARGS = ["--model", "vlaudit-tiny", "--pretrained", "none"]
+
+
+def _folder_dataset(root: Path, count: int = 8) -> Path:
+    refs = make_images(root / "images", count)
+    rows = ["file,gender,race"] + [f"images/{Path(r).name},{'Female' if i % 2 else 'Male'},"
+                                   f"{'Black' if i % 3 else 'White'}" for i, r in enumerate(refs)]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _run_json(capsys, *argv: str) -> dict:
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON object on stdout
+    return json.loads(lines[0])
+
+
+@pytest.fixture
+def built(tmp_path, indexes_dir, capsys):
+    data = _folder_dataset(tmp_path / "data")
+    result = _run_json(capsys, "index", "build", "faces", "--source", f"folder:{data}", *TINY_ARGS,
+                       "--workers", "0", "--no-progress", "--indexes-dir", str(indexes_dir))
+    return result
+
+
+def test_build_prints_the_documented_fields(built, indexes_dir):
+    assert {"name", "path", "count", "dim", "failures", "model", "pretrained"} <= set(built)
+    assert built["name"] == "faces" and built["count"] == 8 and built["dim"] == 64
+    assert built["failures"] == 0 and built["model"] == "vlaudit-tiny" and built["pretrained"] == "none"
+    assert Path(built["path"]) == indexes_dir / "faces"
+    manifest = open_index("faces", indexes_dir).manifest
+    assert manifest["dataset"]["spec"].startswith("folder:") and {"gender", "race"} <= set(manifest["attributes"])
+
+
+def test_info_and_list(built, indexes_dir, capsys):
+    info = _run_json(capsys, "index", "info", "faces", "--indexes-dir", str(indexes_dir))
+    assert info["count"] == 8 and info["verified"] and info["model"]["random_weights"]
+    listing = _run_json(capsys, "index", "list", "--indexes-dir", str(indexes_dir))
+    assert [entry["name"] for entry in listing["indexes"]] == ["faces"]
+    assert main(["index", "info", "faces", "--indexes-dir", str(indexes_dir)]) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out
+
+
+def test_query_returns_k_hits_per_text_matching_brute_force(built, indexes_dir, capsys):
+    texts = ["a photo of a doctor", "a photo of a nurse"]
+    result = _run_json(capsys, "query", "faces", *texts, "-k", "3", "--indexes-dir", str(indexes_dir))
+    assert [q["text"] for q in result["queries"]] == texts and result["k"] == 3
+    index = open_index("faces", indexes_dir)
+    _, expected = brute_force_top_k(index.vectors(), tiny_encoder().encode_texts(texts), 3)
+    for query, ids in zip(result["queries"], expected):
+        assert [hit["item_id"] for hit in query["hits"]] == ids.tolist()
+        assert [hit["rank"] for hit in query["hits"]] == [1, 2, 3]
+        assert all({"score", "key", "gender", "race"} <= set(hit) for hit in query["hits"])
+        scores = [hit["score"] for hit in query["hits"]]
+        assert scores == sorted(scores, reverse=True)
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["query", "faces", "a photo", "--model", "ViT-B-32", "--pretrained", "none"], "refusing to query"),
+    (["query", "faces", "a photo", "-k", "99"], "exceeds the index size of 8"),
+    (["query", "nothing", "a photo"], "no index 'nothing'"),
+    (["index", "info", "nothing"], "available: faces"),
+    (["index", "build", "faces", "--source", "folder:/x", *TINY_ARGS], "already exists"),
+    (["index", "build", "new", "--source", "nonsense:/x", *TINY_ARGS], "KIND:PATH"),
+    (["index", "build", "new", "--source", "folder:/x", "--model", "ViT-Q-1", "--pretrained", "none"],
+     "unknown open_clip model"),
+])
+def test_bad_input_is_a_clear_error(built, indexes_dir, capsys, argv, message):
+    assert main([*argv, "--indexes-dir", str(indexes_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_images_become_failures_not_crashes(tmp_path, indexes_dir, capsys):
+    data = _folder_dataset(tmp_path / "data", count=6)
+    (data / "images" / "face_002.png").write_bytes(b"garbage")
+    result = _run_json(capsys, "index", "build", "broken", "--source", f"folder:{data}", *TINY_ARGS,
+                       "--workers", "0", "--no-progress", "--indexes-dir", str(indexes_dir))
+    assert result["count"] == 5 and result["failures"] == 1
+    failures = open_index("broken", indexes_dir).failures()
+    assert failures["key"].to_list() == ["images/face_002.png"]
