@@ -51,16 +51,23 @@ def default_names(faces: pl.DataFrame) -> list[str]:
     return [n for n in DEFAULT_ATTRIBUTES if all(p in have for p in n.split(INTERSECTION))]
 
 
-def encode(faces: pl.DataFrame, names: Sequence[str], *, explicit: bool = True) -> list[Attribute]:
-    """Attributes by name; unknown names (or fewer than two groups, when ``explicit``) are errors."""
+def check_names(faces: pl.DataFrame, names: Sequence[str]) -> list[list[str]]:
+    """Each name split into its parts; an unknown name is an error naming the allowed ones."""
     have = available(faces)
-    result = []
+    split = []
     for name in names:
         parts = [p.strip() for p in name.split(INTERSECTION)]
-        unknown = [p for p in parts if p not in have]
-        if unknown or len(set(parts)) != len(parts):
+        if any(p not in have for p in parts) or len(set(parts)) != len(parts):
             raise InputError(f"unknown attribute {name!r}; this index has {', '.join(have)} "
                              f"(intersections join names with '{INTERSECTION}', e.g. race{INTERSECTION}gender)")
+        split.append(parts)
+    return split
+
+
+def encode(faces: pl.DataFrame, names: Sequence[str], *, explicit: bool = True) -> list[Attribute]:
+    """Attributes by name; unknown names (or fewer than two groups, when ``explicit``) are errors."""
+    result = []
+    for name, parts in zip(names, check_names(faces, names)):
         attribute = _intersect([_single(faces, p) for p in parts]) if len(parts) > 1 else _single(faces, name)
         if len(attribute.groups) < 2:
             if explicit:
