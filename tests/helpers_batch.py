@@ -1,7 +1,7 @@
 """Shard jobs for the runner tests: deterministic work with planted failures, crashes and delays.
 
 The work function records what happened as empty marker files in ``payload["markers"]``
-(``attempt-<shard>-<pid>-<n>``, ``finished-<shard>-<pid>``), so tests can see which process ran
+(``attempt-<shard>-<pid>-<n>``, ``finished-<shard>-<pid>``, ``node-<ray node id>``), so tests can see which process ran
 a shard and how often, while the outputs and stats stay identical between runs.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def compute_shard(task: ShardTask, out_dir: Path) -> dict:
             os.kill(os.getpid(), signal.SIGKILL)
     storage.write_npy(out, vectors)
     (markers / f"finished-{task.shard_id}-{os.getpid()}").touch()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # inside a Ray worker
+        (markers / f"node-{sys.modules['ray'].get_runtime_context().get_node_id()}").touch()
     return {"rows": int(vectors.shape[0]), "sha256": storage.sha256_file(out)}
 
 
@@ -73,3 +76,7 @@ def finishers(markers: Path, shard_id: str) -> set[int]:
 def outputs(out_dir: Path) -> dict[str, bytes]:
     """Every output and stats file of a job directory, by name (markers excluded)."""
     return {p.name: p.read_bytes() for p in sorted(Path(out_dir).iterdir()) if p.is_file()}
+
+
+def ray_nodes_used(markers: Path) -> int:
+    return len(list(Path(markers).glob("node-*")))

@@ -9,5 +9,5 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v chromium 
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,ray]'
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,194 @@
+"""The ``ray`` entry of engine.batch.EXECUTORS: the same shard tasks on a Ray cluster.
+
+Shards go to a pool of long-lived Ray actors, one per CPU of the cluster (one per GPU when the
+job can use GPUs and the cluster has them). Each actor runs ``batch.run_with_retries`` exactly as
+the local executor does, so the outputs are the same bit for bit, and a work function that loads
+its model through ``batch.process_cached`` loads it once per actor.
+
+Failures are retried on two levels: an exception in the work function by ``run_with_retries``
+(the job's ``retries``), a worker process or node that dies by this dispatcher, which hands the
+shard to another actor (up to ``WORKER_DEATH_RETRIES`` times) and starts a replacement actor.
+Work functions write their outputs atomically, so a shard run twice leaves the same files.
+
+Outputs go to ``out_dir``; on a cluster of several machines it must be storage that every node
+mounts at the same path, which is checked before the job starts. The driver writes the
+``_stats.json`` markers, as in a local run, so an interrupted job resumes the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from engine import batch
+from engine.errors import InputError, require
+
+log = logging.getLogger(__name__)
+
+WORKER_DEATH_RETRIES = 3  # times one shard is handed on after the process running it died
+CPUS_PER_WORKER = 1
+# Ray swaps 127.0.0.1 for the machine's public address; on Linux any 127/8 address is loopback,
+# elsewhere Ray keeps single-machine clusters on 127.0.0.1 by itself.
+LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
+
+
+class ShardWorker:
+    """One worker process of the pool; whatever it caches (a model) lives as long as it does."""
+
+    def ready(self, probe: str) -> bool:
+        """Whether this worker sees the driver's output directory (via a file put there)."""
+        return os.path.exists(probe)
+
+    def run(self, task: batch.ShardTask, work, out_dir: str, retries: int) -> tuple:
+        return batch.run_with_retries(task, work, Path(out_dir), retries)
+
+
+def run(tasks: Sequence[batch.ShardTask], work, out_dir: Path, *, workers: int, retries: int,
+        options, gpu: bool) -> Iterator[tuple]:
+    """Yield (shard_id, stats, error) per task as shards finish, like the local executor."""
+    ray = require("ray", "the ray engine (--engine ray)", extra="ray")
+    with _connected(ray, options.ray_address, workers), _probe_file(out_dir) as probe:
+        gpus = 1 if gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        actor_class = ray.remote(ShardWorker).options(
+            num_cpus=CPUS_PER_WORKER, num_gpus=gpus, max_restarts=0, max_concurrency=1)
+        size = min(len(tasks), pool_size(ray.cluster_resources(), gpus))
+        log.info("running %d shards on %d Ray workers%s", len(tasks), size, " with GPUs" if gpus else "")
+        pool = _Pool(ray, actor_class, size, tasks, ray.put(work), str(out_dir), retries, probe)
+        yield from _dispatch(ray, pool)
+
+
+def pool_size(resources: dict, gpus_per_worker: int) -> int:
+    """How many workers the cluster holds at once."""
+    if gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    cpus = int(resources.get("CPU", 0) // CPUS_PER_WORKER)
+    if cpus < 1:
+        raise InputError("the Ray cluster has no CPU to run shard workers on")
+    return cpus
+
+
+def _dispatch(ray, pool: "_Pool"):
+    """Hand tasks to idle actors; replace dead actors and give their shard to another one."""
+    try:
+        while pool.busy():
+            for ref in _next_ready(ray, pool.waiting):
+                actor, task = pool.waiting.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the process or its node died
+                    result = pool.on_death(actor, task, exc)
+                except ray.exceptions.RayError as exc:  # raised past run_with_retries
+                    result = task and (task.shard_id, None, f"{type(exc).__name__}: {exc}")
+                    pool.give_work(actor)
+                else:
+                    pool.check_started(task, result)
+                    pool.give_work(actor)
+                if task is not None and result:
+                    yield result
+    finally:
+        pool.close()
+
+
+class _Pool:
+    """The actors, what each is doing, and the shards still to hand out."""
+
+    def __init__(self, ray, actor_class, size: int, tasks, work_ref, out_dir: str, retries: int,
+                 probe: str):
+        self.ray, self.actor_class, self.size = ray, actor_class, size
+        self.out_dir, self.call_args, self.probe = out_dir, (work_ref, out_dir, retries), probe
+        self.queue = deque(tasks)
+        self.waiting: dict = {}  # object ref -> (actor, task or None while the actor starts)
+        self.startup_deaths = 0
+        self.deaths_by_shard: dict[str, int] = {}
+        for _ in range(size):
+            self.start_actor()
+
+    def check_started(self, task, result) -> None:
+        if task is None and not result:
+            raise InputError(f"a Ray worker cannot see {self.out_dir}: on a cluster of several "
+                             "machines the output must be on storage every node mounts at the same path")
+
+    def busy(self) -> bool:
+        return bool(self.queue) or any(task is not None for _, task in self.waiting.values())
+
+    def start_actor(self) -> None:
+        actor = self.actor_class.remote()
+        self.waiting[actor.ready.remote(self.probe)] = (actor, None)
+
+    def give_work(self, actor) -> None:
+        if not self.queue:
+            self.ray.kill(actor)
+            return
+        task = self.queue.popleft()
+        self.waiting[actor.run.remote(task, *self.call_args)] = (actor, task)
+
+    def on_death(self, actor, task, exc):
+        """Replace the actor and requeue its shard; a failure once the shard has died too often."""
+        self.ray.kill(actor)  # it may only be unreachable; don't let it hold its resources
+        self.start_actor()
+        if task is None:
+            self.startup_deaths += 1
+            if self.startup_deaths > self.size + WORKER_DEATH_RETRIES:
+                raise RuntimeError(f"Ray workers keep dying while starting: {exc}") from exc
+            return None
+        count = self.deaths_by_shard[task.shard_id] = self.deaths_by_shard.get(task.shard_id, 0) + 1
+        log.warning("the worker running shard %s died (%d of %d tries)",
+                    task.shard_id, count, WORKER_DEATH_RETRIES + 1)
+        if count > WORKER_DEATH_RETRIES:
+            return task.shard_id, None, f"its worker process died {count} times: {type(exc).__name__}: {exc}"
+        self.queue.appendleft(task)
+        return None
+
+    def close(self) -> None:
+        for actor, _ in self.waiting.values():
+            self.ray.kill(actor)
+        self.waiting.clear()
+
+
+def _next_ready(ray, waiting: dict) -> list:
+    refs = list(waiting)
+    ready, rest = ray.wait(refs, num_returns=1)
+    if rest:  # also take whatever else has finished meanwhile
+        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+        ready += more
+    return ready
+
+
+@contextlib.contextmanager
+def _connected(ray, address: str | None, workers: int):
+    """Join ``address``, reuse this process's connection, or start a cluster on this machine."""
+    if ray.is_initialized():
+        yield
+        return
+    if address is None:  # a cluster for this run only: no usage stats, no dashboard, loopback
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs = {"address": "local", "include_dashboard": False, "_node_ip_address": LOCAL_NODE_IP,
+                  "num_cpus": workers if workers > 1 else None}
+    else:
+        kwargs = {"address": address}
+    try:
+        ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _probe_file(out_dir: Path):
+    """A file in ``out_dir`` that every worker must see: on several machines the output has to
+    be on storage every node mounts at the same path."""
+    probe = Path(out_dir) / f".ray-probe-{uuid.uuid4().hex}.tmp"
+    probe.write_text("")
+    try:
+        yield str(probe)
+    finally:
+        probe.unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""Shard jobs on a real Ray cluster (a head and a worker node, separate processes on loopback):
+the same outputs as the local runner, bit for bit, even when a worker process is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from engine import batch, ray_executor
+from engine.errors import InputError
+from helpers_batch import attempts, compute_shard, finishers, make_tasks, outputs, ray_nodes_used
+
+pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
+
+from helpers_ray import LocalCluster  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(cpus=(1, 1)) as running:
+        yield running
+
+
+def on_ray(cluster, tasks, out_dir, **kwargs):
+    options = batch.ExecutorOptions(engine="ray", ray_address=cluster.address)
+    return batch.run_shards(tasks, compute_shard, out_dir, executor=options, progress=False, **kwargs)
+
+
+def local(tasks, out_dir, **kwargs):
+    return batch.run_shards(tasks, compute_shard, out_dir, progress=False, **kwargs)
+
+
+def without_errors(files: dict) -> dict:
+    return {name: data for name, data in files.items() if not name.endswith("_error.json")}
+
+
+def test_a_job_on_ray_matches_the_local_run_bit_for_bit(cluster, tmp_path):
+    plan = {"fail_times": {1: 1}, "fail": {4: True}}
+    expected = local(make_tasks(6, tmp_path / "local-markers", **plan), tmp_path / "local", retries=1)
+    markers = tmp_path / "markers"
+    slow = {i: 1.0 for i in range(6)}  # long enough for both workers to take shards
+    report = on_ray(cluster, make_tasks(6, markers, delay=slow, **plan), tmp_path / "ray", retries=1)
+    assert report.done == expected.done and sorted(report.failed) == ["shard-004"]
+    assert "planted failure in shard-004" in report.failed["shard-004"]
+    assert without_errors(outputs(tmp_path / "ray")) == without_errors(outputs(tmp_path / "local"))
+    assert attempts(markers, "shard-001") == 2  # retried inside the worker
+    ran_on = set().union(*(finishers(markers, f"shard-{i:03d}") for i in (0, 1, 2, 3, 5)))
+    assert os.getpid() not in ran_on and ray_nodes_used(markers) == 2  # both nodes' workers
+    # a rerun with the input fixed runs only the failed shard
+    rerun = on_ray(cluster, make_tasks(6, markers), tmp_path / "ray")
+    assert sorted(rerun.skipped) == ["shard-000", "shard-001", "shard-002", "shard-003", "shard-005"]
+    assert not rerun.failed and attempts(markers, "shard-000") == 1
+
+
+def test_a_worker_killed_mid_job_still_gives_the_complete_identical_result(cluster, tmp_path):
+    delays = {i: 0.3 for i in range(8)} | {2: 4.0}
+    local(make_tasks(8, tmp_path / "local-markers"), tmp_path / "local")
+    markers = tmp_path / "markers"
+    killed = []
+    killer = threading.Thread(target=kill_when_started, args=(markers, "shard-002", killed))
+    killer.start()
+    report = on_ray(cluster, make_tasks(8, markers, delay=delays), tmp_path / "ray")
+    killer.join()
+    assert killed, "the worker running shard-002 was never seen"
+    assert not report.failed and len(report.done) == 8
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert attempts(markers, "shard-002") == 2 and killed[0] not in finishers(markers, "shard-002")
+
+
+def kill_when_started(markers, shard_id: str, killed: list, timeout: float = 120) -> None:
+    """SIGKILL the process that starts ``shard_id`` while it is still working on it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = list(markers.glob(f"attempt-{shard_id}-*")) if markers.exists() else []
+        if started:
+            pid = int(started[0].name.split("-")[-2])
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.05)
+
+
+def test_pool_size_follows_cpus_or_gpus():
+    assert ray_executor.pool_size({"CPU": 6.0}, gpus_per_worker=0) == 6
+    assert ray_executor.pool_size({"CPU": 6.0, "GPU": 2.0}, gpus_per_worker=1) == 2
+    with pytest.raises(InputError, match="no CPU"):
+        ray_executor.pool_size({"CPU": 0.0}, gpus_per_worker=0)
