@@ -62,12 +62,19 @@ def bootstrap_auc(scores_a: np.ndarray, scores_b: np.ndarray, config: BootstrapC
         count = min(chunk, config.resamples - start)
         weights_a = rng.multinomial(len(a), np.full(len(a), 1 / len(a)), size=count)
         weights_b = rng.multinomial(len(b), np.full(len(b), 1 / len(b)), size=count)
-        cumulative = np.concatenate([np.zeros((count, 1)), np.cumsum(weights_b, axis=1)], axis=1)
-        credit = cumulative[:, below] + cumulative[:, upto]  # 2 x (b below) + (b tied), per a-face
-        values.append((weights_a * credit).sum(axis=1) / (2.0 * len(a) * len(b)))
+        values.append(weighted_auc(below, upto, weights_a, weights_b))
     tail = (1 - config.level) / 2
     low, high = np.quantile(np.concatenate(values), [tail, 1 - tail])
     return float(low), float(high)
+
+
+def weighted_auc(below: np.ndarray, upto: np.ndarray, weights_a: np.ndarray,
+                 weights_b: np.ndarray) -> np.ndarray:
+    """AUC of each resample (row of the weights: how often each face was drawn), the b-weights
+    ordered as the sorted b-scores; ``below``/``upto`` from ``_positions``."""
+    cumulative = np.concatenate([np.zeros((len(weights_b), 1)), np.cumsum(weights_b, axis=1)], axis=1)
+    credit = cumulative[:, below] + cumulative[:, upto]  # 2 x (b below) + (b tied), per a-face
+    return (weights_a * credit).sum(axis=1) / (2.0 * weights_a.sum(axis=1) * weights_b.sum(axis=1))
 
 
 def ranking_table(scores: np.ndarray, prompts: list[str], groups: dict[str, list[str | None]],
