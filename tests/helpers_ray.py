@@ -129,3 +129,45 @@ class LocalCluster:
         else:
             os.environ[AUTH_MODE] = self.saved_auth_mode
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BlockingImage:
+    """An image that blocks its reader: a FIFO at the image's path. ``kill_reader`` kills the
+    process stuck reading it, after putting the real image back for whoever reads it next."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.saved = self.path.read_bytes()
+        self.path.unlink()
+        os.mkfifo(self.path)
+
+    def kill_reader(self, timeout: float = 180) -> int:
+        writer = self._wait_for_reader(timeout)
+        try:
+            pid = self._reader_pid()
+            self.path.unlink()
+            self.path.write_bytes(self.saved)
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        finally:
+            os.close(writer)
+
+    def _wait_for_reader(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # succeeds only once a reader waits at the other end
+                return os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nobody opened {self.path}")
+
+    def _reader_pid(self) -> int:
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            if int(fd_dir.parent.name) == os.getpid():
+                continue
+            try:
+                if any(os.readlink(fd) == str(self.path) for fd in fd_dir.iterdir()):
+                    return int(fd_dir.parent.name)
+            except OSError:  # a process that ended or is not ours to inspect
+                continue
+        raise RuntimeError(f"no process holds {self.path} open")

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,7 +17,11 @@ from helpers_batch import attempts, compute_shard, finishers, make_tasks, output
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
 
-from helpers_ray import LocalCluster  # noqa: E402
+from helpers_index import loaded_source, make_images, tiny_spec  # noqa: E402
+from helpers_ray import BlockingImage, LocalCluster  # noqa: E402
+
+from engine.faces.build import run_build  # noqa: E402
+from engine.faces.index import open_index  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +88,34 @@ def kill_when_started(markers, shard_id: str, killed: list, timeout: float = 120
             killed.append(pid)
             return
         time.sleep(0.05)
+
+
+def test_an_index_build_on_ray_matches_the_local_build_despite_a_killed_worker(cluster, tmp_path):
+    refs = make_images(tmp_path / "img", 14)
+    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    refs.insert(6, str(tmp_path / "img" / "broken.png"))
+    local_dir, ray_dir = tmp_path / "local-indexes", tmp_path / "ray-indexes"
+    run_build(build_config(local_dir), loaded_source(refs))
+    blocking = BlockingImage(refs[9])  # in the third shard; its reader is the worker we kill
+    on_cluster = batch.ExecutorOptions(engine="ray", ray_address=cluster.address)
+    with ThreadPoolExecutor(1) as side:
+        killed = side.submit(blocking.kill_reader)
+        result = run_build(build_config(ray_dir, executor=on_cluster), loaded_source(refs))
+        assert killed.result() != os.getpid()
+    assert result["count"] == 14 and result["failures"] == 1 and result["shards"] == 4
+    ours, theirs = open_index("faces", ray_dir), open_index("faces", local_dir)
+    for name in ("index.faiss", "faces.parquet", "failures.parquet"):
+        assert (ours.path / name).read_bytes() == (theirs.path / name).read_bytes(), name
+    assert ours.manifest["checksums"] == theirs.manifest["checksums"]
+    assert ours.manifest["build"]["engine"] == "ray"
+
+
+def build_config(indexes_dir, **settings):
+    from engine.faces.build import BuildConfig
+
+    return BuildConfig(name="faces", source="folder:generated", model=tiny_spec(),
+                       indexes_dir=indexes_dir, shard_size=4, batch_size=3, workers=0,
+                       device="cpu", progress=False, **settings)
 
 
 def test_pool_size_follows_cpus_or_gpus():
