@@ -1,37 +1,44 @@
 """Face sources -> one face table (schema in engine.faces.table).
 
-CONTRACT (stub written before the implementation; the signatures are what other stages use).
-
 ``load_source("fairface:/data/fairface", SourceOptions(split="val"))`` and likewise for
-``cfd:DIR``, ``folder:DIR``, ``wds:PATTERN`` and ``embeddings:DIR``.
+``cfd:DIR``, ``folder:DIR``, ``wds:PATTERN`` and ``embeddings:DIR``. Each kind is one module with a
+``load(location, options) -> LoadedSource``; ``LOADERS`` maps kind names to them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+import logging
 
-import numpy as np
-import polars as pl
+from engine.errors import InputError
+from engine.faces.sources.common import LoadedSource, SourceOptions, failures_frame
+
+__all__ = ["KINDS", "LoadedSource", "SourceOptions", "failures_frame", "load_source", "parse_spec"]
+
+log = logging.getLogger(__name__)
+
+LOADERS = {  # kind -> module with load(location: str, options: SourceOptions) -> LoadedSource
+    "fairface": "engine.faces.sources.fairface",
+    "cfd": "engine.faces.sources.cfd",
+    "folder": "engine.faces.sources.folder",
+    "wds": "engine.faces.sources.wds",
+    "embeddings": "engine.faces.sources.embeddings",
+}
+KINDS = tuple(LOADERS)
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    split: str = "val"  # fairface: train | val
-    service_test: bool = False  # fairface: only the service_test subset
-    expressions: tuple[str, ...] = ("N",)  # cfd: expression codes to keep
-    norming: str | None = None  # cfd: path of the norming workbook to join on Model
-    labels: str | None = None  # folder: label CSV (default DIR/labels.csv)
-
-
-@dataclass
-class LoadedSource:
-    faces: pl.DataFrame  # the face table (engine.faces.table)
-    failures: pl.DataFrame  # key, image, reason: items rejected while reading labels
-    description: dict  # for the manifest: kind, path, options, counts, label-file checksums
-    vectors: np.ndarray | None = None  # precomputed vectors (embeddings: source only)
-    extra: dict = field(default_factory=dict)
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"KIND:LOCATION"`` -> (kind, location); InputError naming the kinds on a bad spec."""
+    kind, sep, location = spec.partition(":")
+    if not sep or kind not in LOADERS or not location:
+        raise InputError(f"source {spec!r} is not KIND:PATH with KIND one of {', '.join(KINDS)} "
+                         "(e.g. fairface:/data/fairface, wds:'shards/{00000..00009}.tar')")
+    return kind, location
 
 
 def load_source(spec: str, options: SourceOptions | None = None) -> LoadedSource:
     """Parse ``KIND:PATH`` and load it; raise InputError with a clear message on bad input."""
-    raise NotImplementedError
+    kind, location = parse_spec(spec)
+    loaded = importlib.import_module(LOADERS[kind]).load(location, options or SourceOptions())
+    log.info("%s: %d faces, %d failures", spec, loaded.faces.height, loaded.failures.height)
+    return loaded
