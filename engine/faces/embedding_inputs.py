@@ -12,8 +12,9 @@ A set is named by one string (paths relative to ``base_dir``):
 |                                    | column is the word list                                      |
 | ``DIR/``                           | an image folder (recursive, sorted), embedded                |
 | ``KIND:PATH[?key=value&...]``      | a face source (fairface, cfd, folder, wds, embeddings); keys  |
-|                                    | split, service_test, expressions, norming, labels are source  |
-|                                    | options, any other key filters a label (``race=Black``)      |
+|                                    | named like engine.faces.sources.SourceOptions fields (split,  |
+|                                    | labels, ...) are options, any other key filters a label       |
+|                                    | (``race=black&gender=female``, canonical values)             |
 
 Word lists and images are embedded with one model (the ``EncoderProvider``), so image and text
 sets can be mixed in one (cross-modal) test. Unreadable images are skipped and recorded.
@@ -21,6 +22,7 @@ sets can be mixed in one (cross-modal) test. Unreadable images are skipped and r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -39,13 +41,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 SOURCE_KINDS = ("fairface", "cfd", "folder", "wds", "embeddings")
 WORD_COLUMNS = ("word", "term", "text")
 VECTOR_LIST_COLUMNS = ("embedding", "vector")
-_SOURCE_OPTIONS = {
+_SOURCE_OPTIONS = {  # query key -> how its value becomes an engine.faces.sources.SourceOptions field
     "split": str,
     "service_test": lambda value: value.lower() in ("1", "true", "yes"),
-    "expressions": lambda value: tuple(value.split(",")),
+    "expressions": str,
     "norming": str,
+    "norming_raters": str,
     "labels": str,
+    "attributes": lambda value: tuple(v.strip() for v in value.split(",") if v.strip()),
+    "label_map": str,
 }
+_PATH_OPTIONS = ("norming", "labels", "label_map")  # resolved against base_dir like the source path
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,9 @@ def _load_face_source(spec: str, kind: str, rest: str, base_dir: Path, encoder) 
     location, _, query = rest.partition("?")
     options, filters = {}, {}
     for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if key in _SOURCE_OPTIONS:
+        if key in _PATH_OPTIONS:
+            options[key] = str(_resolve(value, base_dir))
+        elif key in _SOURCE_OPTIONS:
             options[key] = _SOURCE_OPTIONS[key](value)
         else:
             filters.setdefault(key, []).append(value)
@@ -198,10 +206,13 @@ def _load_face_source(spec: str, kind: str, rest: str, base_dir: Path, encoder) 
     faces = loaded.faces.filter(keep)
     origin = {"kind": kind, "path": location, "options": options, "filters": filters,
               "count": faces.height, "source": loaded.description}
+    unlisted = pl.DataFrame({"item": loaded.failures["image"], "reason": loaded.failures["reason"]},
+                            schema=_FAILURE_SCHEMA)
     if loaded.vectors is not None:
         vectors = np.asarray(loaded.vectors)[keep.to_numpy()]
-        return EmbeddingSet(spec, "embedding", vectors, faces, origin, _no_failures())
-    return _embed_images(spec, faces["image"].to_list(), faces, origin, encoder)
+        return EmbeddingSet(spec, "embedding", vectors, faces, origin, unlisted)
+    embedded = _embed_images(spec, faces["image"].to_list(), faces, origin, encoder)
+    return dataclasses.replace(embedded, failures=pl.concat([unlisted, embedded.failures]))
 
 
 def _filter_mask(faces: pl.DataFrame, filters: dict[str, list[str]], spec: str) -> pl.Series:
