@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "classify",
     "rankfair",
     "report",
+    "scan",
+    "subset",
 )
 
 

@@ -1,0 +1,241 @@
+"""The compiled inner loop of the caption scan (numba): bytes of captions in, counts out.
+
+One pass over an Arrow string column's UTF-8 bytes: decode code points, case-fold them through
+the tables of engine.captions.charclass, hash each token (FNV-1a, 64 bit) and look it up in an
+open-addressing table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed
+byte by byte, so collisions cannot create matches). Surface forms of several tokens match
+consecutive tokens. Each caption counts once per form and once per term; a caption with both a
+taxonomy word and a group term adds one to each (word, group) pair. Captions with a word are
+returned (row, caption hash, term ids) for the evidence tables. A HyperLogLog sketch of the
+caption hashes estimates the number of distinct captions.
+
+The caption hash is the hash of the caption's token sequence: two captions are "the same" when
+they have the same tokens after case folding (punctuation and spacing aside).
+
+This module imports numba; only the scan loads it. Everything here is internal to
+engine.captions.matcher, which is the interface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HASH_SEED = np.uint64(0xCBF29CE484222325)
+WORD_PRIME = np.uint64(0x9E3779B97F4A7C15)
+HLL_BITS = 14  # 16,384 registers: about 0.8% standard error on the distinct-caption estimate
+_U1 = np.uint64(1)
+_TOP_BIT = np.uint64(1 << 63)
+_HLL_SHIFT = np.uint64(64 - HLL_BITS)
+_HLL_KEEP = np.uint64(HLL_BITS)
+_HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def mix64(x):
+    """splitmix64's finaliser: spreads the bits of an FNV hash for the sketch and the table."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def token_hash(buf64, length):
+    """Hash of the folded token in the first ``length`` bytes of the scratch buffer.
+
+    Eight bytes at a time (little-endian words, the last one zero-padded), then mixed; the same
+    function as engine.captions.matcher.token_hash."""
+    h = HASH_SEED
+    words = length >> 3
+    for i in range(words):
+        h = (h ^ buf64[i]) * WORD_PRIME
+    rest = length & 7
+    if rest:
+        h = (h ^ (buf64[words] & ((_U1 << np.uint64(8 * rest)) - _U1))) * WORD_PRIME
+    return mix64(h ^ np.uint64(length))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
+    """Vocabulary id of the token in ``buf[:length]`` with hash ``h``, or -1."""
+    mask = np.uint64(slot_keys.shape[0] - 1)
+    i = h & mask
+    while slot_ids[i] >= 0:
+        if slot_keys[i] == h:
+            tid = slot_ids[i]
+            start = vocab_offsets[tid]
+            if vocab_offsets[tid + 1] - start == length:
+                same = True
+                for k in range(length):
+                    if vocab_bytes[start + k] != buf[k]:
+                        same = False
+                        break
+                if same:
+                    return tid
+        i = (i + _U1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def decode(data, p, end):
+    """(code point, next position) of the UTF-8 sequence at ``p``; -1 for an invalid byte."""
+    b = np.int64(data[p])
+    if b >= 0xF0:
+        n, cp = 3, b & 0x07
+    elif b >= 0xE0:
+        n, cp = 2, b & 0x0F
+    elif b >= 0xC0:
+        n, cp = 1, b & 0x1F
+    else:
+        return -1, p + 1
+    if p + n >= end:
+        return -1, p + 1
+    for k in range(1, n + 1):
+        c = np.int64(data[p + k])
+        if c & 0xC0 != 0x80:
+            return -1, p + 1
+        cp = (cp << 6) | (c & 0x3F)
+    if cp >= 0x110000:
+        return -1, p + 1
+    return cp, p + n + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf, buf64,
+             slot_keys, slot_ids, vocab_offsets, vocab_bytes, tok_ids):
+    """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash)."""
+    ntok = 0
+    length = 0
+    caption_hash = HASH_SEED
+    p = start
+    while True:
+        if p < end and data[p] < 0x80:  # ASCII: one table look-up per byte
+            byte = ascii_fold[data[p]]
+            p += 1
+            if byte:
+                buf[length] = byte
+                length += 1
+                continue
+        elif p < end:
+            cp, p = decode(data, p, end)
+            n = 0 if cp < 0 else np.int64(fold_length[cp])
+            if n:
+                o = fold_offset[cp]
+                for k in range(n):
+                    buf[length + k] = fold_bytes[o + k]
+                length += n
+                continue
+        if length:
+            h = token_hash(buf64, length)
+            tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
+            ntok += 1
+            caption_hash = (caption_hash ^ h) * WORD_PRIME
+            length = 0
+        if p >= end:
+            break
+    return ntok, mix64(caption_hash ^ np.uint64(ntok))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, first_offsets, first_forms,
+                form_term_offsets, form_term_ids, form_seen, term_seen, n_form, caption_terms):
+    """Mark the forms found among the tokens; collect the caption's distinct terms. Return count."""
+    nterms = 0
+    for i in range(ntok):
+        t = tok_ids[i]
+        if t < 0:
+            continue
+        for k in range(first_offsets[t], first_offsets[t + 1]):
+            f = first_forms[k]
+            fs = form_offsets[f]
+            fl = form_offsets[f + 1] - fs
+            if i + fl > ntok or form_seen[f] == stamp:
+                continue
+            ok = True
+            for j in range(1, fl):
+                if tok_ids[i + j] != form_tokens[fs + j]:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            form_seen[f] = stamp
+            n_form[f] += 1
+            for m in range(form_term_offsets[f], form_term_offsets[f + 1]):
+                term = form_term_ids[m]
+                if term_seen[term] != stamp:
+                    term_seen[term] = stamp
+                    caption_terms[nterms] = term
+                    nterms += 1
+    return nterms
+
+
+@njit(cache=True, nogil=True, inline="always")
+def count_terms(caption_terms, nterms, n_words, n_term, n_pair):
+    """Add the caption's terms and (word, group) pairs to the counters; return its word count."""
+    words = 0
+    for k in range(nterms):
+        t = caption_terms[k]
+        n_term[t] += 1
+        if t < n_words:
+            words += 1
+    if 0 < words < nterms:
+        for a in range(nterms):
+            w = caption_terms[a]
+            if w >= n_words:
+                continue
+            for b in range(nterms):
+                g = caption_terms[b]
+                if g >= n_words:
+                    n_pair[w, g - n_words] += 1
+    return words
+
+
+@njit(cache=True, nogil=True, inline="always")
+def add_to_sketch(sketch, x):
+    index = x >> _HLL_SHIFT
+    w = (x << _HLL_KEEP) | _HLL_GUARD
+    rank = 1
+    while w & _TOP_BIT == 0:
+        rank += 1
+        w = w << _U1
+    if sketch[index] < rank:
+        sketch[index] = rank
+
+
+@njit(cache=True, nogil=True)
+def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counters, scratch, out):
+    """Scan rows ``start:stop`` of one string column; return the first row not scanned.
+
+    Stops early (returning that row) when the output arrays are full; the caller grows them and
+    calls again. ``tables``, ``vocab``, ``forms``, ``counters``, ``scratch``, ``out`` are tuples
+    of arrays (see engine.captions.matcher)."""
+    ascii_fold, fold_offset, fold_length, fold_bytes = tables
+    slot_keys, slot_ids, vocab_offsets, vocab_bytes = vocab
+    form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
+    n_form, n_term, n_pair, sketch = counters
+    buf, buf64, tok_ids, caption_terms, form_seen, term_seen = scratch
+    out_rows, out_hash, out_term_offsets, out_terms, out_size = out
+    n_terms_total = n_term.shape[0]
+    for r in range(start, stop):
+        if out_size[0] >= out_rows.shape[0] or out_size[1] + n_terms_total > out_terms.shape[0]:
+            return r
+        ntok, caption_hash = tokenize(data, offsets[r], offsets[r + 1], ascii_fold, fold_offset,
+                                      fold_length, fold_bytes, buf, buf64, slot_keys, slot_ids,
+                                      vocab_offsets, vocab_bytes, tok_ids)
+        add_to_sketch(sketch, caption_hash)
+        stamp = row_base + r
+        nterms = match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, first_offsets,
+                             first_forms, form_term_offsets, form_term_ids, form_seen, term_seen,
+                             n_form, caption_terms)
+        if nterms == 0 or count_terms(caption_terms, nterms, n_words, n_term, n_pair) == 0:
+            continue
+        k = out_size[0]
+        out_rows[k] = r
+        out_hash[k] = caption_hash
+        base = out_size[1]
+        for j in range(nterms):
+            out_terms[base + j] = caption_terms[j]
+        out_size[1] = base + nterms
+        out_term_offsets[k + 1] = base + nterms
+        out_size[0] = k + 1
+    return stop

@@ -1,0 +1,218 @@
+"""Match surface forms in Arrow caption columns: compiled vocabulary, counters, matched rows.
+
+``CompiledTerms`` is the vocabulary as flat numpy arrays (small and picklable, so it travels to
+pool and Ray workers); ``Matcher`` scans string columns with the compiled kernel
+(engine.captions.kernel) and accumulates ``Counts``, which add across batches and files.
+
+Term ids: taxonomy words are ``0 .. n_words-1``; group terms follow (``n_words ..``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+HASH_SEED = 0xCBF29CE484222325
+WORD_PRIME = 0x9E3779B97F4A7C15
+MASK64 = (1 << 64) - 1
+
+
+def token_hash(data: bytes) -> int:
+    """The kernel's token hash (engine.captions.kernel.token_hash) in plain Python."""
+    h = HASH_SEED
+    padded = data + bytes(-len(data) % 8)
+    for i in range(0, len(padded), 8):
+        h = ((h ^ int.from_bytes(padded[i:i + 8], "little")) * WORD_PRIME) & MASK64
+    return _mix64(h ^ len(data))
+
+
+def _mix64(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+@dataclass(frozen=True)
+class CompiledTerms:
+    """Forms as token-id sequences over a hashed vocabulary, and the terms each form counts for."""
+
+    n_words: int
+    n_groups: int
+    slot_keys: np.ndarray  # uint64 token hash per slot (open addressing, power-of-two size)
+    slot_ids: np.ndarray  # int32 vocabulary id per slot, -1 empty
+    vocab_offsets: np.ndarray  # int64, len(vocab) + 1, into vocab_bytes
+    vocab_bytes: np.ndarray  # uint8, folded UTF-8 of every vocabulary token
+    form_offsets: np.ndarray  # int32, n_forms + 1, into form_tokens
+    form_tokens: np.ndarray  # int32 vocabulary ids
+    first_offsets: np.ndarray  # int32, len(vocab) + 1: forms starting with each token
+    first_forms: np.ndarray  # int32 form ids
+    form_term_offsets: np.ndarray  # int32, n_forms + 1, into form_term_ids
+    form_term_ids: np.ndarray  # int32 term ids
+
+    @property
+    def n_forms(self) -> int:
+        return len(self.form_offsets) - 1
+
+    @property
+    def n_terms(self) -> int:
+        return self.n_words + self.n_groups
+
+
+def compile_terms(forms: list[tuple[str, ...]], form_terms: list[list[int]], n_words: int,
+                  n_groups: int) -> CompiledTerms:
+    """Compile forms (tuples of folded tokens) and their term ids into kernel arrays."""
+    vocab: dict[str, int] = {}
+    for tokens in forms:
+        for token in tokens:
+            vocab.setdefault(token, len(vocab))
+    encoded = [token.encode("utf-8") for token in vocab]
+    size = 1 << max(4, (4 * len(vocab)).bit_length())
+    slot_keys = np.zeros(size, dtype=np.uint64)
+    slot_ids = np.full(size, -1, dtype=np.int32)
+    for tid, data in enumerate(encoded):
+        h = token_hash(data)
+        slot = h & (size - 1)
+        while slot_ids[slot] >= 0:
+            slot = (slot + 1) & (size - 1)
+        slot_keys[slot], slot_ids[slot] = h, tid
+    form_ids = [[vocab[t] for t in tokens] for tokens in forms]
+    starts: list[list[int]] = [[] for _ in vocab]
+    for f, ids in enumerate(form_ids):
+        starts[ids[0]].append(f)
+    return CompiledTerms(
+        n_words=n_words, n_groups=n_groups, slot_keys=slot_keys, slot_ids=slot_ids,
+        vocab_offsets=_offsets(len(d) for d in encoded),
+        vocab_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+        form_offsets=_offsets(map(len, form_ids), np.int32),
+        form_tokens=np.array([i for ids in form_ids for i in ids], dtype=np.int32),
+        first_offsets=_offsets(map(len, starts), np.int32),
+        first_forms=np.array([f for group in starts for f in group], dtype=np.int32),
+        form_term_offsets=_offsets(map(len, form_terms), np.int32),
+        form_term_ids=np.array([t for terms in form_terms for t in terms], dtype=np.int32))
+
+
+def _offsets(lengths, dtype=np.int64) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(list(lengths), dtype=np.int64)]).astype(dtype)
+
+
+@dataclass
+class Counts:
+    """Additive counts of one or more shards (``a + b`` merges; the sketch merges by maximum)."""
+
+    n_captions: int
+    n_form: np.ndarray  # int64 per form: captions containing it
+    n_term: np.ndarray  # int64 per term: captions containing any of its forms
+    n_pair: np.ndarray  # int64 [n_words, n_groups]: captions with both
+    sketch: np.ndarray  # uint8 HyperLogLog registers of caption hashes
+
+    @classmethod
+    def zeros(cls, terms: CompiledTerms) -> Counts:
+        from engine.captions.kernel import HLL_BITS
+
+        return cls(0, np.zeros(terms.n_forms, np.int64), np.zeros(terms.n_terms, np.int64),
+                   np.zeros((terms.n_words, terms.n_groups), np.int64),
+                   np.zeros(1 << HLL_BITS, np.uint8))
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.n_captions + other.n_captions, self.n_form + other.n_form,
+                      self.n_term + other.n_term, self.n_pair + other.n_pair,
+                      np.maximum(self.sketch, other.sketch))
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Captions of one batch that contain at least one taxonomy word."""
+
+    rows: np.ndarray  # int64 row within the batch
+    caption_hash: np.ndarray  # uint64 hash of the caption's token sequence
+    term_offsets: np.ndarray  # int64, len(rows) + 1, into terms
+    terms: np.ndarray  # int32 term ids of each caption (words and groups)
+
+    def term_lists(self) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(self.term_offsets.astype(np.int32)),
+                                        pa.array(self.terms))
+
+
+class Matcher:
+    """Scans caption columns with one vocabulary, accumulating counts over every call."""
+
+    def __init__(self, terms: CompiledTerms):
+        from engine.captions.charclass import unicode_tables
+
+        self.terms = terms
+        self.counts = Counts.zeros(terms)
+        self._tables = unicode_tables()
+        self._seen = (np.full(terms.n_forms, -1, np.int64), np.full(terms.n_terms, -1, np.int64))
+        self._rows_seen = 0
+
+    def scan(self, column: pa.Array | pa.ChunkedArray) -> Matches:
+        """Count one column of captions (nulls count as empty captions); return matched rows."""
+        from engine.captions.kernel import scan_rows
+
+        data, offsets = _buffers(column)
+        n = len(offsets) - 1
+        longest = int(np.diff(offsets).max()) if n else 0
+        buf = np.zeros(4 * longest + 16 - (4 * longest) % 8, np.uint8)  # folding grows text 3x at most
+        scratch = (buf, buf.view(np.uint64), np.empty(longest + 2, np.int32),
+                   np.empty(self.terms.n_terms, np.int32)) + self._seen
+        t, c = self.terms, self.counts
+        vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes)
+        forms = (t.form_offsets, t.form_tokens, t.first_offsets, t.first_forms,
+                 t.form_term_offsets, t.form_term_ids, t.n_words)
+        counters = (c.n_form, c.n_term, c.n_pair, c.sketch)
+        capacity = max(1024, n // 8)
+        out = _output_arrays(capacity, t.n_terms)
+        row = 0
+        while row < n:
+            row = scan_rows(data, offsets, row, n, self._rows_seen, self._tables, vocab, forms,
+                            counters, scratch, out)
+            if row < n:
+                capacity *= 2
+                out = _output_arrays(capacity, t.n_terms, out)
+        self._rows_seen += n
+        c.n_captions += n
+        rows, hashes, term_offsets, terms, size = out
+        return Matches(rows[:size[0]].copy(), hashes[:size[0]].copy(),
+                       term_offsets[:size[0] + 1].copy(), terms[:size[1]].copy())
+
+
+def _output_arrays(capacity: int, n_terms: int, previous=None) -> tuple:
+    """Output arrays for ``capacity`` matched rows, keeping what ``previous`` already holds."""
+    out = (np.empty(capacity, np.int64), np.empty(capacity, np.uint64),
+           np.zeros(capacity + 1, np.int64), np.empty(capacity * 4 + n_terms, np.int32),
+           np.zeros(2, np.int64))
+    if previous is not None:
+        rows, terms = previous[4]
+        for new, old, used in zip(out[:4], previous[:4], (rows, rows, rows + 1, terms)):
+            new[:used] = old[:used]
+        out[4][:] = previous[4]
+    return out
+
+
+def _buffers(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, int64 offsets) of a string column; nulls become empty strings."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if column.null_count:
+        column = pc.fill_null(column, "")
+    if not pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_string())
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[column.offset:column.offset + len(column) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+def distinct_estimate(registers: np.ndarray) -> float:
+    """HyperLogLog estimate of the distinct caption hashes behind merged sketch registers
+    (Flajolet et al. 2007, with linear counting for small counts)."""
+    m = len(registers)
+    alpha = 0.7213 / (1 + 1.079 / m)
+    estimate = alpha * m * m / float(np.sum(np.ldexp(1.0, -registers.astype(np.int32))))
+    zeros = int(np.count_nonzero(registers == 0))
+    if estimate <= 2.5 * m and zeros:
+        return m * float(np.log(m / zeros))
+    return estimate

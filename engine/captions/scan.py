@@ -1,0 +1,138 @@
+"""``vlaudit scan``: caption sources -> DuckDB database -> co-occurrence outputs.
+
+Flow: discover the source files (engine.captions.shards) -> register them in the database
+(engine.captions.store; files already done and unchanged are skipped) -> run the per-shard map
+(engine.captions.count.scan_task) through the shard runner (engine.batch: local process pool or
+Ray) in rounds of ``ROUND_SHARDS`` files -> ingest each finished shard into the database in its
+own transaction -> reduce the database into the output directory (engine.captions.outputs).
+
+Interrupting a scan loses at most the shards of the current round that were not yet staged: a
+rerun ingests staged shards, scans the rest, and gives the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import batch
+from engine.captions import count, store
+from engine.captions.cooccurrence import DEFAULT_PRIOR_SCALE
+from engine.captions.shards import discover
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ROUND_SHARDS = 256  # files per round of map + ingest: bounds the staged data on disk
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    sources: tuple[str, ...]
+    db: str
+    out: str
+    taxonomy: str = "sobit"
+    lexicon: str = "default"
+    exact_forms: bool = False
+    workers: int = 0  # processes for the local engine; 0: one per CPU
+    executor: batch.ExecutorOptions = field(default_factory=batch.ExecutorOptions)
+    examples_per_pair: int = 3
+    prior_scale: float = DEFAULT_PRIOR_SCALE
+    progress: bool = True
+
+    def __post_init__(self):
+        if not self.sources:
+            raise InputError("give at least one caption source (file, directory or glob)")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 (one per CPU) or more, not {self.workers}")
+        if self.examples_per_pair < 0:
+            raise InputError(f"--examples must be 0 or more, not {self.examples_per_pair}")
+        if not self.prior_scale > 0:
+            raise InputError(f"--prior-scale must be positive, not {self.prior_scale}")
+
+
+def load_terms(taxonomy_spec: str, lexicon_spec: str, exact_forms: bool):
+    """(TermSet, description for the manifest) from a taxonomy and a lexicon spec."""
+    import taxonomy
+    from engine.captions.terms import build_terms
+    from taxonomy.lexicon import load_lexicon
+
+    words = taxonomy.load(taxonomy_spec)
+    lexicon = load_lexicon(lexicon_spec)
+    termset = build_terms(words.words, lexicon, exact_forms=exact_forms)
+    described = {"taxonomy": words.describe(), "lexicon": lexicon.describe(),
+                 "exact_forms": exact_forms}
+    return termset, described
+
+
+def run_scan(config: ScanConfig) -> dict:
+    """Scan, ingest and reduce; return the manifest (also written to ``config.out``)."""
+    from engine.captions.outputs import check_replaceable, write_outputs
+
+    check_replaceable(Path(config.out))
+    termset, described = load_terms(config.taxonomy, config.lexicon, config.exact_forms)
+    sources, ignored = discover(list(config.sources))
+    if ignored:
+        log.warning("ignored %d files that are not caption sources, e.g. %s", len(ignored), ignored[0])
+    con = store.connect(config.db)
+    try:
+        store.prepare(con, termset, {
+            "terms_sha256": termset.sha256, "taxonomy": described["taxonomy"]["name"],
+            "lexicon": described["lexicon"]["name"], "exact_forms": str(config.exact_forms)})
+        todo = store.register(con, sources)
+        log.info("%d source files, %d to scan", len(sources), len(todo))
+        ingested = _map_and_ingest(con, todo, termset.compile(), config)
+        described["sources"] = {"specs": list(config.sources), "files": len(sources),
+                                "scanned_now": ingested, "ignored": ignored}
+        described["db"] = str(Path(config.db).resolve())
+        return write_outputs(con, termset, config.out, described,
+                             examples_per_pair=config.examples_per_pair,
+                             prior_scale=config.prior_scale)
+    finally:
+        con.close()
+
+
+def staging_dir(db: str | Path) -> Path:
+    """Where the map stages shard results before ingestion: beside the database file."""
+    db = Path(db)
+    return db.with_name(db.name + ".staging")
+
+
+def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
+    staging = staging_dir(config.db)
+    workers = config.workers or os.cpu_count() or 1
+    statuses: dict[str, int] = {}
+    for start in range(0, len(todo), ROUND_SHARDS):
+        round_ = todo[start:start + ROUND_SHARDS]
+        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled)) for shard_id, source in round_]
+        for task, (_, source) in zip(tasks, round_):
+            count.drop_stale(staging, task.shard_id, source)
+        report = batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
+                                  workers=min(workers, len(tasks)), desc="caption files",
+                                  progress=config.progress)
+        for shard_id, source in round_:  # in id order, so duplicates resolve the same way each run
+            task_id = _task_id(shard_id)
+            if task_id in report.done:
+                counts = count.read_staged_counts(staging, task_id)
+                matches = count.staged_paths(staging, task_id)["matches"]
+                status = store.ingest(con, shard_id, report.done[task_id], counts, matches)
+            else:
+                status = "failed"
+                store.record_failure(con, shard_id, report.failed.get(task_id, "not run"))
+                log.warning("%s failed: %s", source.path, _last_line(report.failed.get(task_id, "")))
+            count.remove_staged(staging, task_id)
+            statuses[status] = statuses.get(status, 0) + 1
+    if staging.exists() and not any(staging.iterdir()):
+        staging.rmdir()
+    return statuses
+
+
+def _task_id(shard_id: int) -> str:
+    return f"shard-{shard_id:08d}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text

@@ -1,0 +1,193 @@
+"""The scan database (one DuckDB file): sources, per-shard counts, matched captions.
+
+Tables (created on first use):
+
+- ``scan_config(key, value)``: the matching configuration the counts belong to (terms hash,
+  taxonomy and lexicon names and hashes, exact forms). A database holds one configuration.
+- ``terms``, ``forms``, ``form_terms``, ``word_categories``: the terms (engine.captions.terms).
+- ``shards``: one row per source file: path, kind, covers (the tar an img2dataset parquet stands
+  for), size, mtime_ns, checksum (sha256), status (pending | done | failed | duplicate), error,
+  duplicate_of, rows_total, rows (captions counted), rows_excluded and excluded (img2dataset
+  status -> rows), samples_skipped and skipped (reason -> samples), caption_column, scanned_at.
+- ``shard_form_counts(shard_id, form_id, n)``, ``shard_term_counts(shard_id, term_id, n)``,
+  ``shard_pair_counts(shard_id, word_term_id, group_term_id, n)``, ``shard_sketches(shard_id,
+  registers)``: the additive map output, non-zero entries only; totals are sums over done shards.
+- ``captions(shard_id, row, key, caption, caption_hash, term_ids)``: captions with a taxonomy word.
+
+A shard's rows are written in one transaction together with its status, so an interrupted scan
+leaves each shard either fully in or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from engine import storage
+from engine.captions.matcher import Counts
+from engine.captions.shards import Source
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS scan_config (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS terms (term_id INTEGER PRIMARY KEY, kind VARCHAR, word VARCHAR,
+    axis VARCHAR, "group" VARCHAR, variant VARCHAR);
+CREATE TABLE IF NOT EXISTS forms (form_id INTEGER PRIMARY KEY, form VARCHAR, n_tokens INTEGER);
+CREATE TABLE IF NOT EXISTS form_terms (form_id INTEGER, term_id INTEGER, origin VARCHAR);
+CREATE TABLE IF NOT EXISTS word_categories (word VARCHAR, category VARCHAR);
+CREATE TABLE IF NOT EXISTS shards (shard_id INTEGER PRIMARY KEY, path VARCHAR UNIQUE, kind VARCHAR,
+    covers VARCHAR, size BIGINT, mtime_ns BIGINT, checksum VARCHAR, status VARCHAR, error VARCHAR,
+    duplicate_of INTEGER, rows_total BIGINT, "rows" BIGINT, rows_excluded BIGINT, excluded VARCHAR,
+    samples_skipped BIGINT, skipped VARCHAR, caption_column VARCHAR, scanned_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS shard_form_counts (shard_id INTEGER, form_id INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS shard_term_counts (shard_id INTEGER, term_id INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS shard_pair_counts (shard_id INTEGER, word_term_id INTEGER,
+    group_term_id INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS shard_sketches (shard_id INTEGER, registers BLOB);
+CREATE TABLE IF NOT EXISTS captions (shard_id INTEGER, "row" BIGINT, key VARCHAR, caption VARCHAR,
+    caption_hash UBIGINT, term_ids INTEGER[]);
+"""
+SHARD_TABLES = ("shard_form_counts", "shard_term_counts", "shard_pair_counts", "shard_sketches",
+                "captions")
+
+
+def connect(path: str | Path, *, read_only: bool = False):
+    """Open (or create) the database; a clear error when another process holds it."""
+    import duckdb
+
+    path = Path(path)
+    if read_only and not path.exists():
+        raise InputError(f"database {path} does not exist; create it with `vlaudit scan ... --db {path}`")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise InputError(f"cannot open database {path}: {exc} (is another scan using it?)") from exc
+    if not read_only:
+        con.execute(DDL)
+    return con
+
+
+def prepare(con, termset, config: dict[str, str]) -> None:
+    """Record the terms on first use; refuse a database scanned with other terms."""
+    stored = dict(con.execute("SELECT key, value FROM scan_config").fetchall())
+    if stored and stored.get("terms_sha256") != config["terms_sha256"]:
+        raise InputError(
+            "this database holds counts for other terms (taxonomy "
+            f"{stored.get('taxonomy')!r}, lexicon {stored.get('lexicon')!r}, exact forms "
+            f"{stored.get('exact_forms')}); scan into a new --db file, or use the same --taxonomy, "
+            "--lexicon and --exact-forms as before")
+    if stored:
+        return
+    con.execute("BEGIN")
+    for table, frame in (("terms", termset.terms), ("forms", termset.forms),
+                         ("form_terms", termset.form_terms),
+                         ("word_categories", termset.categories.unique(maintain_order=True))):
+        _insert_arrow(con, table, frame.to_arrow())
+    con.executemany("INSERT INTO scan_config VALUES (?, ?)", sorted(config.items()))
+    con.execute("COMMIT")
+
+
+def register(con, sources: list[Source]) -> list[tuple[int, Source]]:
+    """Add new sources, reset changed ones; return the (shard_id, source) pairs still to scan."""
+    known = {row[0]: row[1:] for row in con.execute(
+        "SELECT path, shard_id, size, mtime_ns, status FROM shards").fetchall()}
+    next_id = con.execute("SELECT coalesce(max(shard_id), -1) + 1 FROM shards").fetchall()[0][0]
+    todo = []
+    con.execute("BEGIN")
+    for source in sources:
+        shard_id, size, mtime_ns, status = known.get(source.path, (None, None, None, None))
+        unchanged = (size, mtime_ns) == (source.size, source.mtime_ns)
+        if shard_id is not None and unchanged and status in ("done", "duplicate"):
+            continue
+        if shard_id is None:
+            shard_id, next_id = next_id, next_id + 1
+            con.execute("INSERT INTO shards (shard_id, path, status) VALUES (?, ?, 'pending')",
+                        [shard_id, source.path])
+        elif not unchanged:
+            log.info("%s changed since it was scanned; scanning it again", source.path)
+            clear_shard(con, shard_id)
+        con.execute("UPDATE shards SET kind = ?, covers = ?, size = ?, mtime_ns = ?, status = 'pending' "
+                    "WHERE shard_id = ?", [source.kind, source.covers, source.size, source.mtime_ns, shard_id])
+        todo.append((shard_id, source))
+    con.execute("COMMIT")
+    return todo
+
+
+def clear_shard(con, shard_id: int) -> None:
+    for table in SHARD_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE shard_id = ?", [shard_id])  # table: a constant
+
+
+def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) -> str:
+    """Write one shard's counts and captions with its status in one transaction; return status."""
+    con.execute("BEGIN")
+    clear_shard(con, shard_id)
+    twin = con.execute("SELECT min(shard_id) FROM shards WHERE checksum = ? AND status = 'done' "
+                       "AND shard_id <> ?", [stats["checksum"], shard_id]).fetchall()[0][0]
+    status = "duplicate" if twin is not None else "done"
+    if twin is None:
+        _insert_counts(con, shard_id, counts)
+        con.execute('INSERT INTO captions SELECT ?, "row", key, caption, caption_hash, term_ids '
+                    "FROM read_parquet(?)", [shard_id, str(matches_path)])
+    con.execute(
+        "UPDATE shards SET status = ?, error = NULL, duplicate_of = ?, checksum = ?, rows_total = ?, "
+        '"rows" = ?, rows_excluded = ?, excluded = ?, samples_skipped = ?, skipped = ?, '
+        "caption_column = ?, scanned_at = ? WHERE shard_id = ?",
+        [status, twin, stats["checksum"], stats["rows_total"], stats["rows"],
+         sum(stats["excluded"].values()), json.dumps(stats["excluded"], sort_keys=True),
+         sum(stats["skipped"].values()), json.dumps(stats["skipped"], sort_keys=True),
+         stats["caption_column"], storage.utc_now(), shard_id])
+    con.execute("COMMIT")
+    return status
+
+
+def record_failure(con, shard_id: int, error: str) -> None:
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    con.execute("UPDATE shards SET status = 'failed', error = ?, scanned_at = ? WHERE shard_id = ?",
+                [lines[-1] if lines else error, storage.utc_now(), shard_id])
+
+
+def _insert_counts(con, shard_id: int, counts: Counts) -> None:
+    for table, columns, array in (("shard_form_counts", ("form_id",), counts.n_form),
+                                  ("shard_term_counts", ("term_id",), counts.n_term),
+                                  ("shard_pair_counts", ("word_term_id", "group_term_id"),
+                                   counts.n_pair)):
+        index = np.nonzero(array)
+        frame = {"shard_id": np.full(len(index[0]), shard_id, np.int32)}
+        frame |= {name: idx.astype(np.int32) for name, idx in zip(columns, index)}
+        if table == "shard_pair_counts":  # n_pair columns are groups: term id = n_words + column
+            frame["group_term_id"] += np.int32(array.shape[0])
+        frame["n"] = array[index].astype(np.int64)
+        _insert_arrow(con, table, pa.table(frame))
+    con.execute("INSERT INTO shard_sketches VALUES (?, ?)", [shard_id, counts.sketch.tobytes()])
+
+
+def _insert_arrow(con, table: str, data: pa.Table) -> None:
+    """Append an Arrow table to ``table`` (a name from this module, never user input)."""
+    con.register("_staged", data)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT * FROM _staged")
+    finally:
+        con.unregister("_staged")
+
+
+def done_shards(con) -> list[tuple]:
+    return con.execute("SELECT shard_id, path FROM shards WHERE status = 'done' ORDER BY path").fetchall()
+
+
+def merged_sketch(con) -> np.ndarray | None:
+    """The HyperLogLog registers of every done shard, merged (element-wise maximum)."""
+    merged = None
+    cursor = con.execute("SELECT registers FROM shard_sketches JOIN shards USING (shard_id) "
+                         "WHERE status = 'done'")
+    while rows := cursor.fetchmany(1024):
+        for (blob,) in rows:
+            registers = np.frombuffer(blob, dtype=np.uint8)
+            merged = registers.copy() if merged is None else np.maximum(merged, registers)
+    return merged

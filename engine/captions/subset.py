@@ -1,0 +1,187 @@
+"""``vlaudit subset``: the captions behind a finding, as img2dataset input (and its download).
+
+Selects the captions of a scan database that contain a taxonomy word (and, optionally, a group
+term of one variant), reads their URLs back from the source files (the scan reads only
+captions), and writes a parquet with ``url`` and ``caption`` first — the layout img2dataset
+reads — plus ``key``, ``source`` and ``row``. ``download`` runs img2dataset on it with
+webdataset output, so the images can be indexed and audited with the face tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import storage
+from engine.captions import store
+from engine.captions.charclass import token_text
+from engine.captions.shards import column_names, tar_samples
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("unambiguous", "with_ambiguous")
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    db: str
+    word: str
+    out: str
+    group: str | None = None  # "female" or "gender/female"
+    variant: str = "unambiguous"
+    download: str | None = None  # img2dataset output folder
+    image_size: int = 256
+    processes: int = 1
+    threads: int = 16
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise InputError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
+        if not self.word.strip():
+            raise InputError("--word is empty")
+        if self.image_size < 1 or self.processes < 1 or self.threads < 1:
+            raise InputError("--image-size, --processes and --threads must be positive")
+
+
+def run_subset(config: SubsetConfig) -> dict:
+    """Write the URL list (and download it); return counts."""
+    con = store.connect(config.db, read_only=True)
+    try:
+        word_id, word = resolve_word(con, config.word)
+        group_id = resolve_group(con, config.group, config.variant) if config.group else None
+        rows = select_captions(con, word_id, group_id)
+    finally:
+        con.close()
+    with_urls = attach_urls(rows)
+    table = with_urls.filter(pl.col("url").is_not_null()).unique("url", keep="first", maintain_order=True)
+    storage.write_parquet(config.out, table.select("url", "caption", "key", "source", "row"))
+    result = {"word": word, "group": config.group, "variant": config.variant, "out": config.out,
+              "captions": rows.height, "without_url": with_urls["url"].null_count(),
+              "duplicate_urls": with_urls["url"].drop_nulls().len() - table.height,
+              "urls": table.height}
+    if config.download:
+        result["download"] = download(config, table.height)
+    return result
+
+
+def resolve_word(con, text: str) -> tuple[int, str]:
+    """The word term whose surface form the text is (case-insensitive; plural forms work too)."""
+    form = " ".join(token_text(text))
+    found = con.execute(
+        "SELECT DISTINCT t.term_id, t.word FROM forms f JOIN form_terms ft USING (form_id) "
+        "JOIN terms t USING (term_id) WHERE f.form = ? AND t.kind = 'word' ORDER BY t.term_id",
+        [form]).fetchall()
+    if not found:
+        import difflib
+
+        words = [w for (w,) in con.execute("SELECT word FROM terms WHERE kind = 'word'").fetchall()]
+        close = difflib.get_close_matches(text, words, n=5)
+        raise InputError(f"{text!r} is not a word of the scanned taxonomy"
+                         + (f"; did you mean {', '.join(close)}?" if close else ""))
+    return found[0]
+
+
+def resolve_group(con, text: str, variant: str) -> int:
+    """A group term id from ``group`` or ``axis/group``."""
+    axis, _, group = text.strip().lower().rpartition("/")
+    found = con.execute(
+        "SELECT term_id, axis FROM terms WHERE kind = 'group' AND \"group\" = ? AND variant = ? "
+        "AND (? = '' OR axis = ?)", [group, variant, axis, axis]).fetchall()
+    if len(found) == 1:
+        return found[0][0]
+    if len(found) > 1:
+        raise InputError(f"group {text!r} exists on several axes ({', '.join(a for _, a in found)}); "
+                         "write it as axis/group")
+    groups = con.execute("SELECT DISTINCT axis || '/' || \"group\" FROM terms WHERE kind = 'group' "
+                         "ORDER BY 1").fetchall()
+    raise InputError(f"unknown group {text!r}; the lexicon has {', '.join(g for (g,) in groups)}")
+
+
+def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
+    arrow = con.execute(
+        'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row", c.key, c.caption '
+        "FROM captions c JOIN shards s USING (shard_id) WHERE s.status = 'done' "
+        "AND list_contains(c.term_ids, ?) AND (? IS NULL OR list_contains(c.term_ids, ?)) "
+        'ORDER BY s.path, c."row"', [word_id, group_id, group_id]).to_arrow_table()
+    return pl.from_arrow(arrow)
+
+
+def attach_urls(rows: pl.DataFrame) -> pl.DataFrame:
+    """Add ``url``, read back from each source file (which must not have changed since the scan)."""
+    parts = []
+    for (source, kind, size, mtime_ns), part in rows.group_by(
+            "source", "kind", "size", "mtime_ns", maintain_order=True):
+        _check_unchanged(source, size, mtime_ns)
+        urls = URL_READERS[kind](Path(source), part["row"].to_list())
+        parts.append(part.with_columns(url=pl.Series(urls, dtype=pl.Utf8)))
+    if not parts:
+        return rows.with_columns(url=pl.lit(None, dtype=pl.Utf8))
+    return pl.concat(parts)
+
+
+def _check_unchanged(source: str, size: int, mtime_ns: int) -> None:
+    try:
+        st = os.stat(source)
+    except OSError as exc:
+        raise InputError(f"{source} is gone since it was scanned ({exc.strerror}); its URLs are "
+                         "read from it") from exc
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        raise InputError(f"{source} changed since it was scanned; scan it again first")
+
+
+def _parquet_urls(path: Path, rows: list[int]) -> list[str | None]:
+    parquet = pq.ParquetFile(path)
+    url = column_names(parquet.schema_arrow, path)["url"]
+    if url is None:
+        return [None] * len(rows)
+    column = parquet.read(columns=[url]).column(url)
+    return column.take(pa.array(rows, pa.int64())).cast(pa.string()).to_pylist()
+
+
+def _tar_urls(path: Path, rows: list[int]) -> list[str | None]:
+    import json
+    import tarfile
+
+    wanted, found = set(rows), {}
+    with tarfile.open(path, "r:") as tar:
+        for row, (_, members) in enumerate(tar_samples(tar)):
+            if row in wanted and "json" in members:
+                try:
+                    record = json.loads(tar.extractfile(members["json"]).read().decode("utf-8"))
+                    found[row] = record.get("url") if isinstance(record, dict) else None
+                except (ValueError, UnicodeDecodeError):
+                    found[row] = None
+    return [found.get(r) for r in rows]
+
+
+URL_READERS = {"parquet": _parquet_urls, "img2dataset": _parquet_urls, "webdataset": _tar_urls,
+               "text": lambda path, rows: [None] * len(rows)}
+
+
+def download(config: SubsetConfig, n_urls: int) -> dict:
+    """Run img2dataset on the URL list (webdataset output); return its summed shard stats."""
+    from engine.errors import require
+
+    if n_urls == 0:
+        return {"output_folder": config.download, "count": 0, "successes": 0, "failed": 0}
+    img2dataset = require("img2dataset", "subset --download")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    img2dataset.download(
+        url_list=config.out, input_format="parquet", url_col="url", caption_col="caption",
+        save_additional_columns=["key", "source", "row"], output_format="webdataset",
+        output_folder=config.download, image_size=config.image_size, resize_mode="keep_ratio",
+        processes_count=config.processes, thread_count=config.threads, enable_wandb=False)
+    totals = {"output_folder": config.download, "count": 0, "successes": 0, "failed": 0}
+    for stats_file in sorted(Path(config.download).glob("*_stats.json")):
+        stats = storage.read_json(stats_file)
+        for key in ("count", "successes"):
+            totals[key] += int(stats.get(key, 0))
+        totals["failed"] += int(stats.get("failed_to_download", 0)) + int(stats.get("failed_to_resize", 0))
+    return totals
