@@ -140,6 +140,7 @@ def img2dataset_shards(workdir: str | os.PathLike, samples: Sequence[dict], per_
     ``broken_urls`` extra rows point at missing files (img2dataset records them as failed).
     Returns the output folder (``00000.tar``, ``00000.parquet``, ``00000_stats.json``, ...).
     """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network
     from img2dataset import download
 
     workdir = Path(workdir)
@@ -147,7 +148,6 @@ def img2dataset_shards(workdir: str | os.PathLike, samples: Sequence[dict], per_
     for i, _ in enumerate(samples):
         write_image(images / f"{i}.png", seed=100 + i, size=(20 + i % 5, 24))
     columns = list(dict.fromkeys(k for s in samples for k in s))
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check from the spawned workers
     with serve_directory(images) as base:
         urls = [f"{base}/{i}.png" for i in range(len(samples))]
         urls += [f"{base}/absent-{i}.png" for i in range(broken_urls)]

@@ -40,7 +40,7 @@ def shard_paths(pattern: str) -> list[Path]:
     """The shards a pattern names, in order; InputError naming any that do not exist."""
     expanded = os.path.expanduser(pattern)
     if os.path.isdir(expanded):
-        shards = sorted(Path(expanded).glob("*.tar"))
+        shards = sorted(Path(expanded).absolute().glob("*.tar"))
         if not shards:
             raise InputError(f"wds:{pattern}: the directory holds no .tar shards")
         return shards
@@ -54,7 +54,7 @@ def shard_paths(pattern: str) -> list[Path]:
     if missing:
         raise InputError(f"wds:{pattern}: no shard file(s) {missing[:5]}"
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    return [Path(p) for p in dict.fromkeys(shards)]
+    return list(dict.fromkeys(Path(p).absolute() for p in shards))
 
 
 def _block(size: int) -> int:
@@ -83,34 +83,56 @@ def _tail_is_clean(fh, offset: int) -> bool:
     return True
 
 
-def scan_shard(path: Path) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    """Samples (key, image, labels, error) of one tar, and failures that belong to no sample."""
-    samples: dict[str, dict] = {}
-    failures = []
-    size, expected = path.stat().st_size, 0
-    try:
-        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
-            for member in tar:
-                if member.offset != expected:
-                    failures.append((path.name, str(path), f"unreadable tar data skipped at bytes "
-                                     f"{expected}-{member.offset} (corrupt member header)"))
-                expected = member.offset_data + _block(member.size)
-                named = MEMBER_NAME.match(member.name)
-                if not member.isfile() or named is None:
-                    continue
-                sample = samples.setdefault(named[1], {"key": named[1], "image": None, "labels": None,
-                                                       "error": None})
-                if member.offset_data + member.size > size:
-                    sample["error"] = (f"truncated member {member.name}: {size - member.offset_data} of "
-                                       f"{member.size} bytes")
-                    break
-                _read_member(tar, member, sample, named[2].rsplit(".", 1)[-1].lower(), path)
-            if expected < size and not _tail_is_clean(fh, expected):
-                failures.append((path.name, str(path), f"unreadable tar data after byte {expected} "
-                                 "(truncated or corrupt shard)"))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        failures.append((path.name, str(path), f"unreadable tar: {exc}"))
-    return list(samples.values()), failures
+class ShardScan:
+    """One pass over a tar: samples (key, image, labels, error) and failures that belong to no
+    sample. After a corrupt header the scan resumes at the next readable header."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.samples: dict[str, dict] = {}
+        self.failures: list[tuple[str, str, str]] = []
+        self.expected = 0  # where the next header should start: the end of the last good member
+        self.truncated = False
+
+    def run(self) -> "ShardScan":
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as fh:
+                position = 0
+                while position < size and not self.truncated:
+                    fh.seek(position)
+                    try:
+                        with tarfile.TarFile(fileobj=fh, mode="r", ignore_zeros=True) as tar:
+                            self._members(tar, size)
+                        break
+                    except tarfile.ReadError:  # a header after a pax/long-name header is corrupt
+                        position = max(position, self.expected) + tarfile.BLOCKSIZE
+                if self.expected < size and not self.truncated and not _tail_is_clean(fh, self.expected):
+                    self._fail(f"unreadable tar data after byte {self.expected} (truncated or corrupt shard)")
+        except OSError as exc:
+            self._fail(f"unreadable tar: {exc}")
+        return self
+
+    def _fail(self, reason: str) -> None:
+        self.failures.append((self.path.name, str(self.path), reason))
+
+    def _members(self, tar: tarfile.TarFile, size: int) -> None:
+        for member in tar:
+            if member.offset != self.expected:
+                self._fail(f"unreadable tar data skipped at bytes {self.expected}-{member.offset} "
+                           "(corrupt member header)")
+            self.expected = member.offset_data + _block(member.size)
+            named = MEMBER_NAME.match(member.name)
+            if not member.isfile() or named is None:
+                continue
+            sample = self.samples.setdefault(named[1], {"key": named[1], "image": None, "labels": None,
+                                                        "error": None})
+            if member.offset_data + member.size > size:
+                sample["error"] = (f"truncated member {member.name}: {size - member.offset_data} of "
+                                   f"{member.size} bytes")
+                self.truncated = True
+                return
+            _read_member(tar, member, sample, named[2].rsplit(".", 1)[-1].lower(), self.path)
 
 
 def listed_successes(path: Path) -> set[str] | None:
@@ -128,7 +150,8 @@ def listed_successes(path: Path) -> set[str] | None:
 
 def read_shard(path: Path) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """Loadable samples (key, image, labels) of one shard, and failures."""
-    samples, failures = scan_shard(path)
+    scan = ShardScan(path).run()
+    samples, failures = list(scan.samples.values()), scan.failures
     rows = []
     for sample in samples:
         reason = sample["error"] or (None if sample["image"] else "sample has no image member")
@@ -167,9 +190,10 @@ def unique_keys(samples: list[dict]) -> list[str]:
 def load(location: str, options: SourceOptions) -> LoadedSource:
     shards = shard_paths(location)
     samples, rejected = [], []
+    common = os.path.commonpath([str(s.parent) for s in shards])
     for shard in shards:
         rows, failed = read_shard(shard)
-        samples += [dict(r, shard=shard.name) for r in rows]
+        samples += [dict(r, shard=Path(os.path.relpath(shard, common)).as_posix()) for r in rows]
         rejected += failed
     unfinished = [s.name for s in shards if not s.with_name(f"{s.stem}_stats.json").exists()]
     if unfinished:
