@@ -144,9 +144,18 @@ def caption_side(cooc: pl.DataFrame, mapping: pl.DataFrame) -> tuple[pl.DataFram
     return counts, base.drop("n_group")
 
 
+def scanned_groups(mapping: pl.DataFrame, cooc: pl.DataFrame) -> pl.DataFrame:
+    """The mapping rows whose lexicon group the scan counted: both sides share one set of groups."""
+    require_columns(cooc, COOC_COLUMNS, "co-occurrence table")
+    scanned = cooc.select("axis", lexicon_group=lexicon_key("axis", "group")).unique()
+    return mapping.with_columns(lexicon_group=lexicon_key("axis", "lexicon_group")).join(
+        scanned, on=["axis", "lexicon_group"], how="semi")
+
+
 def link(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
          config: ProvenanceConfig = ProvenanceConfig()) -> pl.DataFrame:
     """One row per word x attribute x linked group with both sides' shares and log-ratios."""
+    mapping = scanned_groups(mapping, cooc)
     retrieval = retrieval_side(skew, mapping)
     counts, base = caption_side(cooc, mapping)
     keys = ["word", "axis", "group"]
@@ -234,8 +243,6 @@ def divergent_words(words: pl.DataFrame) -> pl.DataFrame:
         ["divergence", "amplification"], descending=[False, True])
 
 
-
-
 def rank_correlations(links: pl.DataFrame, config: ProvenanceConfig = ProvenanceConfig()) -> pl.DataFrame:
     """Caption vs retrieval log-ratio correlations for each scope (overall, each category),
     attribute and linked group, plus all groups pooled (the bootstrap resamples words)."""
@@ -262,12 +269,12 @@ def provenance(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
     words = word_evidence(links, skew, config)
     correlations = rank_correlations(links, config)
     divergent = divergent_words(words)
-    summary = summarise(skew, mapping, links, words, correlations, divergent)
+    summary = summarise(skew, scanned_groups(mapping, cooc), links, words, correlations, divergent)
     return ProvenanceResult(links, words, correlations, divergent, summary)
 
 
 def summarise(skew, mapping, links, words, correlations, divergent, top: int = 10) -> dict:
-    unlinked = skew.join(mapping, on=["attribute", "group"], how="anti")
+    unlinked = skew.join(mapping, on=["attribute", "group"], how="anti")  # also: no caption counts
     unlinked = unlinked.group_by("attribute").agg(pl.col("group").unique().sort()).sort("attribute")
     evidence = words.group_by("attribute", "evidence").len().sort("attribute", "evidence")
     return {

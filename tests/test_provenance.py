@@ -15,7 +15,8 @@ from engine import cli, storage
 from engine.errors import InputError
 from engine.provenance import (OVERALL, POOLED, ProvenanceConfig, link, load_group_mapping,
                                provenance, rank_correlations, run_provenance)
-from engine.rank_correlation import bootstrap_rank_correlation, kendall_rows, spearman_rows
+from engine.rank_correlation import (bootstrap_rank_correlation, kendall_clusters, pair_sums,
+                                     spearman_weighted)
 
 MAPPING = pl.DataFrame({
     "attribute": ["gender", "gender", "race", "race", "race"],
@@ -163,17 +164,25 @@ def test_rank_correlations_match_scipy():
     assert table.filter(scope=OVERALL, group=POOLED)["spearman_p"].to_list() == [None]
 
 
-def test_kernels_match_scipy_with_ties():
+def test_weighted_kernels_match_scipy_on_repeated_points():
+    """A replicate with multiplicities equals scipy on the explicitly repeated points (with ties)."""
     rng = np.random.default_rng(3)
-    x = rng.integers(0, 4, size=(7, 25)).astype(float)
-    y = rng.integers(0, 3, size=(7, 25)).astype(float)
-    want_tau = [stats.kendalltau(a, b).statistic for a, b in zip(x, y)]
-    want_rho = [stats.spearmanr(a, b).statistic for a, b in zip(x, y)]
-    np.testing.assert_allclose(kendall_rows(x, y), want_tau, atol=1e-12)
-    np.testing.assert_allclose(kendall_rows(x, y, max_cells=100), want_tau, atol=1e-12)  # scipy path
-    np.testing.assert_allclose(spearman_rows(x, y), want_rho, atol=1e-12)
-    constant = np.ones((1, 5))
-    assert np.isnan(kendall_rows(constant, x[:1, :5])[0]) and np.isnan(spearman_rows(constant, x[:1, :5])[0])
+    x = rng.integers(0, 4, size=(9, 3)).astype(float)  # 9 clusters x 3 members, many ties
+    y = rng.integers(0, 3, size=(9, 3)).astype(float)
+    counts = rng.integers(0, 3, size=(6, 9)).astype(float)
+    counts[0] = 1
+    weights = np.repeat(counts, 3, axis=1)
+    taus = kendall_clusters(x, y, counts)
+    rhos = spearman_weighted(x.ravel(), y.ravel(), weights)
+    for row, tau, rho in zip(counts.astype(int), taus, rhos):
+        rx, ry = np.repeat(x, row, axis=0).ravel(), np.repeat(y, row, axis=0).ravel()
+        assert tau == pytest.approx(stats.kendalltau(rx, ry).statistic, abs=1e-12)
+        assert rho == pytest.approx(stats.spearmanr(rx, ry).statistic, abs=1e-12)
+    # pair sums in small row chunks give the same as in one block
+    np.testing.assert_allclose(pair_sums(x, y, max_cells=10), pair_sums(x, y))
+    constant = np.ones((5, 1))
+    assert np.isnan(kendall_clusters(constant, x[:5, :1], np.ones((1, 5))))[0]
+    assert np.isnan(spearman_weighted(constant.ravel(), x[:5, 0], np.ones((1, 5))))[0]
 
 
 def test_bootstrap_matches_a_plain_loop_and_is_seeded():
@@ -278,3 +287,16 @@ def test_templates_pool_categories_repeat_and_real_axes_mapping():
     overall = result.correlations.filter(scope=OVERALL, group=POOLED).row(0, named=True)
     assert overall["n_words"] == 8
     assert result.correlations.filter(scope="c1", group=POOLED)["n_words"].to_list() == [8]
+
+
+def test_lexicon_group_missing_from_scan_is_left_out_on_both_sides():
+    mapping = pl.concat([MAPPING, pl.DataFrame({"attribute": ["race"], "group": ["indian"], "axis": ["race"],
+                                                "lexicon_group": ["race/indian"]})])
+    skew = pl.DataFrame(skew_rows("judge", "c", "race", {"white": 50, "indian": 50},
+                                  {"white": 0.5, "indian": 0.5}))
+    cooc = pl.DataFrame(cooc_rows("judge", "race", {"white": 20, "asian": 5}, {"white": 900, "asian": 100},
+                                  {"white": 1.0, "asian": -1.0}))
+    result = provenance(skew, cooc, mapping, ProvenanceConfig(n_boot=0))
+    assert set(result.links["group"]) == {"race/white"}
+    assert result.links["retrieval_total"].to_list() == [50]  # indian faces are not linked
+    assert result.summary["unlinked_face_groups"] == {"race": ["indian"]}
