@@ -154,21 +154,19 @@ def audit_vectors(prompts: pl.DataFrame, prompt_embeddings: np.ndarray, faces: p
     attributes = groups.encode(faces, names, explicit=config.attributes is not None)
     if not attributes:
         raise InputError(f"the index has no attribute with two or more groups among {names}")
-    queries, vectors, family = _deduplicate(prompts, prompt_embeddings)
+    queries, vectors, family = deduplicate(prompts, prompt_embeddings)
     scores, item_ids = search(vectors, config.k)
     settings = retrieval_skew.SkewSettings(config.k, config.floor, config.null_draws, config.exact_max, config.seed)
-    items = skew.CentredItems.of(item_vectors)
-    results = []
-    for attribute in attributes:
-        moments = skew.item_moments(items, attribute.codes, len(attribute.groups))
-        results.append(retrieval_skew.measure(attribute, item_ids, vectors, moments, family, settings))
+    moments = skew.item_moments(skew.CentredItems.of(item_vectors), [a.codes for a in attributes],
+                                [len(a.groups) for a in attributes])
+    results = [retrieval_skew.measure(a, item_ids, vectors, m, family, settings) for a, m in zip(attributes, moments)]
     table = retrieval_skew.skew_frame(results, queries, config.k)
     hits = _hits(queries, scores, item_ids, attributes)
     summary = summarise(table, results, config)
     return AuditResult(prompts, prompt_embeddings, hits, table, summary, {})
 
 
-def _deduplicate(prompts: pl.DataFrame, embeddings: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+def deduplicate(prompts: pl.DataFrame, embeddings: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """Queries (QUERY_KEYS + vector_row), one vector per distinct prompt set, and BH families.
 
     A word in two categories has the same prompts twice: it is searched and measured once."""

@@ -113,6 +113,9 @@ def test_ndkl_matches_brute_force():
     target = np.array([0.4, 0.3, 0.2, 0.1])
     expected = [ndkl_brute(row, 4, target) for row in labels]
     np.testing.assert_allclose(skew.ndkl(labels, 4, target), expected, rtol=1e-10)
+    uniform = [ndkl_brute(row, 4, np.full(4, 0.25)) for row in labels]
+    both = skew.ndkl(labels, 4, np.stack([target, np.full(4, 0.25)]))
+    np.testing.assert_allclose(both, np.column_stack([expected, uniform]), rtol=1e-10)
     assert np.isnan(skew.ndkl(np.full((1, 3), -1), 4, target)).all()
 
 
@@ -131,7 +134,7 @@ def test_casc_hand_case():
     vectors = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
     codes = np.array([0, 0, 1, 1])
     query = np.array([[1.0, 0.0]])
-    moments = skew.item_moments(skew.CentredItems.of(vectors), codes, 2)
+    (moments,) = skew.item_moments(skew.CentredItems.of(vectors), [codes], [2])
     # cosines 1, 1, 0, 0: means 1 and 0, std (ddof 1) = sqrt(1/3)
     np.testing.assert_allclose(skew.casc(query, moments), [[math.sqrt(3), -math.sqrt(3)]], rtol=1e-6)
 
@@ -146,7 +149,7 @@ def test_casc_matches_brute_force_over_all_items(unlabelled_share):
     codes[rng.random(n) < unlabelled_share] = -1
     queries = rng.normal(size=(6, d))
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    moments = skew.item_moments(skew.CentredItems.of(vectors), codes, n_groups)
+    (moments,) = skew.item_moments(skew.CentredItems.of(vectors), [codes], [n_groups])
     expected = [[casc_brute(q, vectors, codes, g) for g in range(n_groups)] for q in queries]
     np.testing.assert_allclose(skew.casc(queries, moments), expected, rtol=1e-4)
 

@@ -69,10 +69,11 @@ def measure(attribute: Attribute, item_ids: np.ndarray, query_vectors: np.ndarra
     skew_uniform = skew.skew(share, uniform, settings.floor)
     skew_base = skew.skew(share, base_rate, settings.floor)
     kl = skew.kl_divergence(share, base_rate)
-    null = _null(attribute, base_rate, settings)
+    null = kl_null(attribute, base_rate, settings)
     p_group = nulls.group_count_p_values(counts, sizes, len(attribute.codes), k)
     p_value = null.p_values(kl)
     n_labelled = counts.sum(axis=1)
+    ndkl = skew.ndkl(labels, n_groups, np.stack([uniform, base_rate]))
     groups = {
         "count": counts, "share": share,
         "base_count": np.broadcast_to(sizes, counts.shape), "base_rate": np.broadcast_to(base_rate, counts.shape),
@@ -84,14 +85,14 @@ def measure(attribute: Attribute, item_ids: np.ndarray, query_vectors: np.ndarra
         "entropy": skew.normalised_entropy(share),
         "max_skew_uniform": skew_uniform.max(axis=1), "min_skew_uniform": skew_uniform.min(axis=1),
         "max_skew_base": skew_base.max(axis=1), "min_skew_base": skew_base.min(axis=1),
-        "ndkl_uniform": skew.ndkl(labels, n_groups, uniform), "ndkl_base": skew.ndkl(labels, n_groups, base_rate),
+        "ndkl_uniform": ndkl[:, 0], "ndkl_base": ndkl[:, 1],
         "kl_base": kl, "bias_at_k": _bias(attribute, counts), "p_value": p_value,
         "q_value": _by_family(p_value[:, None], family)[:, 0],
     }
     return AttributeSkew(attribute, groups, queries, null)
 
 
-def _null(attribute: Attribute, base_rate: np.ndarray, settings: SkewSettings) -> nulls.NullDistribution:
+def kl_null(attribute: Attribute, base_rate: np.ndarray, settings: SkewSettings) -> nulls.NullDistribution:
     """KL@k of random k-subsets; unlabelled items are one more colour, left out of the shares."""
     colours = np.append(attribute.sizes, attribute.n_unlabelled) if attribute.n_unlabelled else attribute.sizes
     n_groups = len(attribute.groups)

@@ -20,7 +20,7 @@ and sources: ../shared/METHODS.md §2. Logarithms are natural.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,23 +67,27 @@ def skew(p: np.ndarray, target: np.ndarray, floor: float) -> np.ndarray:
 
 
 def ndkl(labels: np.ndarray, n_groups: int, target: np.ndarray) -> np.ndarray:
-    """Normalised discounted KL of each ranked row of ``labels`` (q, k) against ``target`` (G,).
+    """Normalised discounted KL of each ranked row of ``labels`` (q, k) against ``target``: (G,)
+    gives (q,), several targets (T, G) give (q, T).
 
     Unlabelled items are dropped from the ranking (rank i counts labelled items only), so a row
     reads as the ranked list of its labelled items. Rows without labelled items are NaN.
+    KL(D || t) = sum D ln D - D . ln t: the first term is shared by every target.
     """
     labels = np.asarray(labels)
+    targets = np.atleast_2d(target)
     known = labels >= 0
     onehot = (labels[..., None] == np.arange(n_groups)) & known[..., None]
     cumulative = np.cumsum(onehot, axis=1, dtype=np.float64)  # (q, k, G)
     rank = np.cumsum(known, axis=1, dtype=np.float64)  # labelled items so far
     with np.errstate(divide="ignore", invalid="ignore"):
-        distribution = cumulative / rank[..., None]
+        distribution = np.nan_to_num(cumulative / rank[..., None])
         weight = np.where(known, 1.0 / np.log2(rank + 1.0), 0.0)
-    per_rank = _xlogy_ratio(np.nan_to_num(distribution), target).sum(axis=-1)
-    z = weight.sum(axis=1)
+    per_rank = _xlogy_ratio(distribution, np.ones(n_groups)).sum(axis=-1)[..., None] - distribution @ np.log(targets).T
+    z = weight.sum(axis=1)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(z > 0, (weight * per_rank).sum(axis=1) / z, np.nan)
+        result = np.where(z > 0, np.einsum("qk,qkt->qt", weight, per_rank) / z, np.nan)
+    return result[:, 0] if np.ndim(target) == 1 else result
 
 
 def bias_at_k(counts: np.ndarray, first: int, second: int) -> np.ndarray:
@@ -111,6 +115,7 @@ class CentredItems:
     mean: np.ndarray  # (d,) float64
     centred: np.ndarray  # (n, d) float32, X - mean
     gram: np.ndarray  # (d, d) float64, centred^T centred
+    _covariances: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, vectors: np.ndarray) -> "CentredItems":
@@ -119,23 +124,31 @@ class CentredItems:
         centred = vectors - mean.astype(np.float32)
         return cls(mean, centred, (centred.T @ centred).astype(np.float64))
 
+    def covariance(self, labelled: np.ndarray) -> np.ndarray:
+        """Covariance (ddof 1) of the items where ``labelled``; the Gram matrix of the rest is
+        subtracted from the whole (cheap when few are unlabelled). Cached per mask."""
+        key = np.packbits(labelled).tobytes()
+        if key not in self._covariances:
+            gram, labelled_sum = self.gram, self.centred.sum(axis=0, dtype=np.float64)
+            if not labelled.all():
+                rest = self.centred[~labelled]
+                gram = gram - (rest.T @ rest).astype(np.float64)
+                labelled_sum = labelled_sum - rest.sum(axis=0, dtype=np.float64)
+            n = int(labelled.sum())
+            shift = labelled_sum / max(n, 1)  # labelled mean minus the overall mean
+            self._covariances[key] = (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
+        return self._covariances[key]
 
-def item_moments(items: CentredItems, codes: np.ndarray, n_groups: int) -> ItemMoments:
-    """Group sums and covariance of the items with ``codes`` >= 0 (the Gram matrix of the
-    unlabelled rest is subtracted from the whole, which is cheap when few are unlabelled)."""
-    onehot = (codes[:, None] == np.arange(n_groups)).astype(np.float32)
+
+def item_moments(items: CentredItems, codes: list[np.ndarray], n_groups: list[int]) -> list[ItemMoments]:
+    """Group sums and covariance of the labelled items (``codes`` >= 0) of several attributes; the
+    group sums of all of them come from one matrix product."""
+    onehot = np.concatenate([(c[:, None] == np.arange(g)).astype(np.float32) for c, g in zip(codes, n_groups)], axis=1)
     sizes = onehot.sum(axis=0).astype(np.int64)
-    centred_sums = (onehot.T @ items.centred).astype(np.float64)  # (G, d)
-    gram = items.gram
-    unlabelled = codes < 0
-    if unlabelled.any():
-        rest = items.centred[unlabelled]
-        gram = gram - (rest.T @ rest).astype(np.float64)
-    n = int(sizes.sum())
-    shift = centred_sums.sum(axis=0) / max(n, 1)  # labelled mean minus the overall mean
-    covariance = (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
-    group_sums = centred_sums + sizes[:, None] * items.mean
-    return ItemMoments(group_sums, sizes, covariance)
+    sums = (items.centred.T @ onehot).T.astype(np.float64) + sizes[:, None] * items.mean  # (sum G, d)
+    edges = np.cumsum([0, *n_groups])
+    return [ItemMoments(sums[a:b], sizes[a:b], items.covariance(c >= 0))
+            for c, a, b in zip(codes, edges[:-1], edges[1:])]
 
 
 def casc(queries: np.ndarray, moments: ItemMoments) -> np.ndarray:
@@ -145,7 +158,7 @@ def casc(queries: np.ndarray, moments: ItemMoments) -> np.ndarray:
     n = sizes.sum()
     inside = q @ moments.group_sums.T  # (q, G) sums of cosines
     total = inside.sum(axis=1, keepdims=True)
-    variance = np.einsum("qd,de,qe->q", q, moments.covariance, q)
+    variance = ((q @ moments.covariance) * q).sum(axis=1)
     std = np.sqrt(np.maximum(variance, 0.0))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_in = inside / sizes
