@@ -30,6 +30,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -43,6 +44,8 @@ SKEW_COLUMNS = ("word", "category", "attribute", "group", "count", "base_rate")
 COOC_COLUMNS = ("word", "axis", "group", "n_both", "n_group", "log_odds_z")
 MAPPING_COLUMNS = ("attribute", "group", "axis", "lexicon_group")
 WORD_KEYS = ["category", "word", "attribute"]
+COOCCURRENCE_FILES = {"unambiguous": "cooccurrence.parquet",  # ambiguous words only in context
+                      "with_ambiguous": "cooccurrence_with_ambiguous.parquet"}
 OUTPUT_TABLES = ("links", "words", "correlations", "divergent")
 POOLED = "(all groups)"
 OVERALL = "(all categories)"
@@ -59,9 +62,11 @@ class ProvenanceConfig:
     n_boot: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    caption_variant: Literal["unambiguous", "with_ambiguous"] = "unambiguous"  # the scan's table
 
     def __post_init__(self):
         checks = {
+            f"caption_variant must be one of {list(COOCCURRENCE_FILES)}": self.caption_variant in COOCCURRENCE_FILES,
             "prior_strength must be > 0": self.prior_strength > 0,
             "min_caption_mentions must be >= 0": self.min_caption_mentions >= 0,
             "z_threshold must be > 0": self.z_threshold > 0,
@@ -139,8 +144,10 @@ def caption_side(cooc: pl.DataFrame, mapping: pl.DataFrame) -> tuple[pl.DataFram
     rows = cooc.with_columns(group=lexicon_key("axis", "group")).join(groups, on=["axis", "group"], how="semi")
     base = rows.group_by("axis", "group").agg(n_group=pl.col("n_group").max())
     base = base.with_columns(caption_base_rate=pl.col("n_group") / pl.col("n_group").sum().over("axis"))
+    definitional = pl.col("word_is_group_term") if "word_is_group_term" in rows.columns else pl.lit(False)
     counts = rows.unique(["word", "axis", "group"]).select(
-        "word", "axis", "group", caption_count="n_both", caption_z="log_odds_z")
+        "word", "axis", "group", caption_count="n_both", caption_z="log_odds_z",
+        by_definition=definitional.fill_null(False))
     return counts, base.drop("n_group")
 
 
@@ -160,7 +167,7 @@ def link(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
     counts, base = caption_side(cooc, mapping)
     keys = ["word", "axis", "group"]
     table = retrieval.join(base, on=["axis", "group"], how="left").join(counts, on=keys, how="left")
-    table = table.with_columns(pl.col("caption_count").fill_null(0))
+    table = table.with_columns(pl.col("caption_count").fill_null(0), pl.col("by_definition").fill_null(False))
     table = table.with_columns(caption_total=pl.col("caption_count").sum().over(WORD_KEYS))
     a = config.prior_strength
     table = table.with_columns(
@@ -178,7 +185,8 @@ def link(skew: pl.DataFrame, cooc: pl.DataFrame, mapping: pl.DataFrame,
     order = ["word", "category", "attribute", "axis", "group", "face_groups", "retrieval_count",
              "retrieval_total", "retrieval_coverage", "retrieval_share", "retrieval_base_rate",
              "caption_count", "caption_total", "caption_share", "caption_base_rate",
-             "retrieval_log_ratio", "caption_log_ratio", "share_log_ratio", "amplification", "caption_z"]
+             "retrieval_log_ratio", "caption_log_ratio", "share_log_ratio", "amplification", "caption_z",
+             "by_definition"]
     return table.select(order).sort("category", "word", "attribute", "group")
 
 
@@ -193,16 +201,17 @@ def word_evidence(links: pl.DataFrame, skew: pl.DataFrame,
                   config: ProvenanceConfig = ProvenanceConfig()) -> pl.DataFrame:
     """Per word and attribute: the retrieval direction and whether the captions support it."""
     valid = links.filter(pl.col("retrieval_log_ratio").is_not_null())
-    top = valid.sort(["retrieval_log_ratio", "group"], descending=[True, False])
+    top = valid.sort(["retrieval_log_ratio", "group"], descending=[True, False], nulls_last=True)
     top = top.group_by(WORD_KEYS, maintain_order=True).first()
     caption_top = valid.filter(pl.col("caption_total") > 0).sort(
-        ["caption_log_ratio", "group"], descending=[True, False]
+        ["caption_log_ratio", "group"], descending=[True, False], nulls_last=True
     ).group_by(WORD_KEYS, maintain_order=True).agg(caption_top_group=pl.col("group").first())
     words = top.join(caption_top, on=WORD_KEYS, how="left")
     words = words.join(_retrieval_significance(skew), on=WORD_KEYS, how="left")
     z, thr = pl.col("caption_z"), config.z_threshold
     evidence = (
-        pl.when(pl.col("caption_total") < config.min_caption_mentions).then(pl.lit("insufficient"))
+        pl.when(pl.col("by_definition")).then(pl.lit("by_definition"))
+        .when(pl.col("caption_total") < config.min_caption_mentions).then(pl.lit("insufficient"))
         .when(z.is_null()).then(pl.lit("insufficient"))
         .when(z >= thr).then(pl.lit("supported"))
         .when(z <= -thr).then(pl.lit("contradicted"))
@@ -221,7 +230,8 @@ def word_evidence(links: pl.DataFrame, skew: pl.DataFrame,
     order = ["word", "category", "attribute", "axis", "group", "face_groups", "retrieval_share",
              "retrieval_base_rate", "retrieval_log_ratio", "retrieval_q", "retrieval_significant",
              "caption_share", "caption_base_rate", "caption_log_ratio", "caption_total", "caption_z",
-             "evidence", "strength", "caption_top_group", "same_top_group", "amplification", "divergence"]
+             "by_definition", "evidence", "strength", "caption_top_group", "same_top_group", "amplification",
+             "divergence"]
     return words.select(order).sort("category", "word", "attribute")
 
 
@@ -246,7 +256,8 @@ def divergent_words(words: pl.DataFrame) -> pl.DataFrame:
 def rank_correlations(links: pl.DataFrame, config: ProvenanceConfig = ProvenanceConfig()) -> pl.DataFrame:
     """Caption vs retrieval log-ratio correlations for each scope (overall, each category),
     attribute and linked group, plus all groups pooled (the bootstrap resamples words)."""
-    usable = links.filter(pl.col("caption_total") >= max(config.min_caption_mentions, 1),
+    usable = links.filter(~pl.col("by_definition"),
+                          pl.col("caption_total") >= max(config.min_caption_mentions, 1),
                           pl.col("retrieval_log_ratio").is_not_null(),
                           pl.col("caption_log_ratio").is_not_null())
     overall = usable.unique(["word", "attribute", "group"], keep="first", maintain_order=True)
@@ -352,13 +363,16 @@ def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | P
     """Read an audit and a scan directory, link them, write the tables to ``out_dir`` atomically."""
     audit_dir, scan_dir = Path(audit_dir), Path(scan_dir)
     skew = _read_table(audit_dir, "skew.parquet", "audit")
-    cooc = _read_table(scan_dir, "cooccurrence.parquet", "scan")
+    cooc_file = COOCCURRENCE_FILES[config.caption_variant]
+    cooc = _read_table(scan_dir, cooc_file, "scan")
+    if "variant" in cooc.columns:
+        cooc = cooc.filter(pl.col("variant") == config.caption_variant)
     mapping = load_group_mapping() if mapping is None else mapping
     result = provenance(skew, cooc, mapping, config)
     manifest = {
-        "kind": "provenance", "created": storage.utc_now(), "config": asdict(config),
+        "kind": "provenance", "stage": "provenance", "created": storage.utc_now(), "config": asdict(config),
         "inputs": {"audit": _input_record(audit_dir, "skew.parquet"),
-                   "scan": _input_record(scan_dir, "cooccurrence.parquet")},
+                   "scan": _input_record(scan_dir, cooc_file)},
         "mapping": mapping.to_dicts(), "tables": [f"{name}.parquet" for name in OUTPUT_TABLES],
         "packages": storage.package_versions(),
     }

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
                         help="caption mentions a word needs before its evidence counts (default 10)")
     parser.add_argument("--z", type=float, default=1.96, dest="z_threshold",
                         help="|log-odds z| that counts as caption support or contradiction (default 1.96)")
+    parser.add_argument("--with-ambiguous", action="store_true",
+                        help="use the scan's counts with ambiguous single words (\"black\", \"white\") "
+                             "counted alone, not only in context")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     add_common(parser)
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> dict:
     from engine.provenance import ProvenanceConfig, load_group_mapping, run_provenance
 
     config = ProvenanceConfig(min_caption_mentions=args.min_captions, z_threshold=args.z_threshold,
-                              n_boot=args.bootstrap, seed=args.seed)
+                              n_boot=args.bootstrap, seed=args.seed,
+                              caption_variant="with_ambiguous" if args.with_ambiguous else "unambiguous")
     result = run_provenance(args.audit, args.scan, args.out, config,
                             mapping=load_group_mapping(args.groups))
     return {"out": args.out, **result.summary}
