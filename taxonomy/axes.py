@@ -9,7 +9,7 @@
 | coarse_attribute | the coarsening this group folds into (race -> race4, age -> age3)        |
 | coarse_group     | its group there; empty: no counterpart (the face counts as unlabelled)   |
 | axis             | caption-lexicon axis (race, gender, age) for the provenance step         |
-| lexicon_group    | caption-lexicon group naming this face group (taxonomy/lexicon.csv)      |
+| lexicon_group    | ``<axis>/<group>`` of the caption lexicon (taxonomy/lexicon.csv)         |
 """
 
 from __future__ import annotations

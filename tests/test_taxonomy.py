@@ -231,3 +231,13 @@ def test_lexicon_groups_are_one_per_face_group():
     assert linked.filter(pl.len().over("attribute", "group") > 1).is_empty()
     assert ("race", "east_asian", "race", "race/asian") in linked.rows()
     assert ("gender", "female", "gender", "gender/female") in linked.rows()
+
+
+def test_lexicon_groups_exist_in_the_caption_lexicon():
+    lexicon = tx.DATA_DIR / "lexicon.csv"
+    if not lexicon.exists():
+        pytest.skip("taxonomy/lexicon.csv (the caption scanner's lexicon) is not there yet")
+    known = set(pl.read_csv(lexicon, infer_schema_length=0).select("axis", "group").iter_rows())
+    for attribute, group, axis, lexicon_group in axes.lexicon_groups().iter_rows():
+        prefix, _, name = lexicon_group.partition("/")  # "race/white" is group white on axis race
+        assert prefix == axis and (axis, name) in known, f"{attribute}={group} -> {lexicon_group} not in lexicon.csv"

@@ -7,7 +7,7 @@ query of an attribute.
 
 - KL@k to the base rate is the per-query test statistic (it is 0 for a top k that mirrors the
   index); p = P_null(KL >= observed). Exact by enumerating every count vector when there are at
-  most ``exact_max`` of them (gender, age3, race4 at k = 100), otherwise from ``draws`` seeded
+  most ``exact_max`` of them (e.g. gender, age3 at k = 100), otherwise from ``draws`` seeded
   multivariate-hypergeometric draws, p = (1 + #{draw >= observed}) / (draws + 1).
 - Each group's count has an exact two-sided hypergeometric p-value (tables at most as likely as the
   observed one, the rule of Fisher's exact test).
