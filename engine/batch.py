@@ -23,6 +23,7 @@ import multiprocessing
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 WorkFn = Callable[["ShardTask", Path], dict]
 T = TypeVar("T")
 ENGINES = ("local", "ray")
+WORKER_DEATH_RETRIES = 3  # times unfinished shards are run again after a worker process died
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,42 @@ def _local(tasks, work, out_dir, *, workers: int, retries: int, **_) -> Iterable
         for task in tasks:
             yield run_with_retries(task, work, out_dir, retries)
         return
-    # spawn, not fork: forking a process that already runs torch threads can hang the child
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_with_retries, t, work, out_dir, retries) for t in tasks]
+    pending = list(tasks)
+    for _attempt in range(WORKER_DEATH_RETRIES + 1):
+        futures = {_process_pool(workers).submit(run_with_retries, t, work, out_dir, retries): t
+                   for t in pending}
+        pending = []
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool:  # a worker died (killed, out of memory): the pool is gone
+                pending.append(futures[future])
+        if not pending:
+            return
+        _drop_pool()
+        log.warning("a worker process died; running %d unfinished shards again", len(pending))
+    for task in pending:
+        yield task.shard_id, None, f"worker processes died {WORKER_DEATH_RETRIES + 1} times running it"
+
+
+_POOL: dict[int, ProcessPoolExecutor] = {}  # one pool per process, reused by later jobs
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool of ``workers`` processes, kept for later jobs (a job run in rounds, a
+    model loaded by process_cached) and shut down at exit."""
+    if workers not in _POOL:
+        _drop_pool()
+        # spawn, not fork: forking a process that already runs torch threads can hang the child
+        context = multiprocessing.get_context("spawn")
+        _POOL[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return _POOL[workers]
+
+
+def _drop_pool() -> None:
+    for pool in _POOL.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+    _POOL.clear()
 
 
 def _ray(tasks, work, out_dir, **kwargs) -> Iterable[tuple]:

@@ -3,20 +3,23 @@
 Shards go to a pool of long-lived Ray actors, one per CPU of the cluster (one per GPU when the
 job can use GPUs and the cluster has them). Each actor runs ``batch.run_with_retries`` exactly as
 the local executor does, so the outputs are the same bit for bit, and a work function that loads
-its model through ``batch.process_cached`` loads it once per actor.
+its model through ``batch.process_cached`` loads it once per actor. The connection and the idle
+actors are kept for the next job of the same process (a scan runs in rounds), and released at
+exit or by ``disconnect()``.
 
 Failures are retried on two levels: an exception in the work function by ``run_with_retries``
 (the job's ``retries``), a worker process or node that dies by this dispatcher, which hands the
-shard to another actor (up to ``WORKER_DEATH_RETRIES`` times) and starts a replacement actor.
+shard to another actor (up to ``batch.WORKER_DEATH_RETRIES`` times) and starts a replacement.
 Work functions write their outputs atomically, so a shard run twice leaves the same files.
 
 Outputs go to ``out_dir``; on a cluster of several machines it must be storage that every node
-mounts at the same path, which is checked before the job starts. The driver writes the
+mounts at the same path, which each worker checks before it takes a shard. The driver writes the
 ``_stats.json`` markers, as in a local run, so an interrupted job resumes the same way.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -31,7 +34,6 @@ from engine.errors import InputError, require
 
 log = logging.getLogger(__name__)
 
-WORKER_DEATH_RETRIES = 3  # times one shard is handed on after the process running it died
 CPUS_PER_WORKER = 1
 # Ray swaps 127.0.0.1 for the machine's public address; on Linux any 127/8 address is loopback,
 # elsewhere Ray keeps single-machine clusters on 127.0.0.1 by itself.
@@ -53,14 +55,21 @@ def run(tasks: Sequence[batch.ShardTask], work, out_dir: Path, *, workers: int, 
         options, gpu: bool) -> Iterator[tuple]:
     """Yield (shard_id, stats, error) per task as shards finish, like the local executor."""
     ray = require("ray", "the ray engine (--engine ray)", extra="ray")
-    with _connected(ray, options.ray_address, workers), _probe_file(out_dir) as probe:
+    _join(ray, options.ray_address, workers)
+    with _probe_file(out_dir) as probe:
         gpus = 1 if gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        actor_class = ray.remote(ShardWorker).options(
-            num_cpus=CPUS_PER_WORKER, num_gpus=gpus, max_restarts=0, max_concurrency=1)
         size = min(len(tasks), pool_size(ray.cluster_resources(), gpus))
         log.info("running %d shards on %d Ray workers%s", len(tasks), size, " with GPUs" if gpus else "")
-        pool = _Pool(ray, actor_class, size, tasks, ray.put(work), str(out_dir), retries, probe)
-        yield from _dispatch(ray, pool)
+        actor_class = ray.remote(ShardWorker).options(
+            num_cpus=CPUS_PER_WORKER, num_gpus=gpus, max_restarts=0, max_concurrency=1)
+        pool = _Pool(ray, actor_class, size, tasks, (ray.put(work), str(out_dir), retries), probe,
+                     idle=_SESSION.take_idle(ray, gpus))
+        completed = False
+        try:
+            yield from _dispatch(ray, pool)
+            completed = True
+        finally:
+            _SESSION.keep_idle(ray, gpus, pool.close(keep_idle=completed))
 
 
 def pool_size(resources: dict, gpus_per_worker: int) -> int:
@@ -73,82 +82,36 @@ def pool_size(resources: dict, gpus_per_worker: int) -> int:
     return cpus
 
 
-def _dispatch(ray, pool: "_Pool"):
-    """Hand tasks to idle actors; replace dead actors and give their shard to another one."""
-    try:
-        while pool.busy():
-            for ref in _next_ready(ray, pool.waiting):
-                actor, task = pool.waiting.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:  # the process or its node died
-                    result = pool.on_death(actor, task, exc)
-                except ray.exceptions.RayError as exc:  # raised past run_with_retries
-                    result = task and (task.shard_id, None, f"{type(exc).__name__}: {exc}")
-                    pool.give_work(actor)
-                else:
-                    pool.check_started(task, result)
-                    pool.give_work(actor)
-                if task is not None and result:
-                    yield result
-    finally:
-        pool.close()
+def disconnect() -> None:
+    """Stop the idle workers and leave the cluster this process joined (also done at exit)."""
+    import ray
+
+    _SESSION.keep_idle(ray, 0, [])
+    if _SESSION.key is not None and ray.is_initialized():
+        ray.shutdown()
+    _SESSION.key = None
 
 
-class _Pool:
-    """The actors, what each is doing, and the shards still to hand out."""
-
-    def __init__(self, ray, actor_class, size: int, tasks, work_ref, out_dir: str, retries: int,
-                 probe: str):
-        self.ray, self.actor_class, self.size = ray, actor_class, size
-        self.out_dir, self.call_args, self.probe = out_dir, (work_ref, out_dir, retries), probe
-        self.queue = deque(tasks)
-        self.waiting: dict = {}  # object ref -> (actor, task or None while the actor starts)
-        self.startup_deaths = 0
-        self.deaths_by_shard: dict[str, int] = {}
-        for _ in range(size):
-            self.start_actor()
-
-    def check_started(self, task, result) -> None:
-        if task is None and not result:
-            raise InputError(f"a Ray worker cannot see {self.out_dir}: on a cluster of several "
-                             "machines the output must be on storage every node mounts at the same path")
-
-    def busy(self) -> bool:
-        return bool(self.queue) or any(task is not None for _, task in self.waiting.values())
-
-    def start_actor(self) -> None:
-        actor = self.actor_class.remote()
-        self.waiting[actor.ready.remote(self.probe)] = (actor, None)
-
-    def give_work(self, actor) -> None:
-        if not self.queue:
-            self.ray.kill(actor)
-            return
-        task = self.queue.popleft()
-        self.waiting[actor.run.remote(task, *self.call_args)] = (actor, task)
-
-    def on_death(self, actor, task, exc):
-        """Replace the actor and requeue its shard; a failure once the shard has died too often."""
-        self.ray.kill(actor)  # it may only be unreachable; don't let it hold its resources
-        self.start_actor()
-        if task is None:
-            self.startup_deaths += 1
-            if self.startup_deaths > self.size + WORKER_DEATH_RETRIES:
-                raise RuntimeError(f"Ray workers keep dying while starting: {exc}") from exc
-            return None
-        count = self.deaths_by_shard[task.shard_id] = self.deaths_by_shard.get(task.shard_id, 0) + 1
-        log.warning("the worker running shard %s died (%d of %d tries)",
-                    task.shard_id, count, WORKER_DEATH_RETRIES + 1)
-        if count > WORKER_DEATH_RETRIES:
-            return task.shard_id, None, f"its worker process died {count} times: {type(exc).__name__}: {exc}"
-        self.queue.appendleft(task)
-        return None
-
-    def close(self) -> None:
-        for actor, _ in self.waiting.values():
-            self.ray.kill(actor)
-        self.waiting.clear()
+def _dispatch(ray, pool: "_Pool") -> Iterator[tuple]:
+    """Hand shards to ready actors; replace dead actors and give their shard to another one."""
+    while pool.busy():
+        for ref in _next_ready(ray, pool.waiting):
+            actor, task = pool.waiting.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # the process or its node died
+                result = pool.on_death(actor, task, exc)
+            except ray.exceptions.RayError as exc:  # raised past run_with_retries
+                result = task and (task.shard_id, None, f"{type(exc).__name__}: {exc}")
+                pool.give_work(actor)
+            else:
+                if task is None and not result:
+                    raise InputError(f"a Ray worker cannot see {pool.call_args[1]}: on a cluster of "
+                                     "several machines the output must be on storage every node "
+                                     "mounts at the same path")
+                pool.give_work(actor)
+            if task is not None and result:
+                yield result
 
 
 def _next_ready(ray, waiting: dict) -> list:
@@ -160,13 +123,102 @@ def _next_ready(ray, waiting: dict) -> list:
     return ready
 
 
-@contextlib.contextmanager
-def _connected(ray, address: str | None, workers: int):
-    """Join ``address``, reuse this process's connection, or start a cluster on this machine."""
+class _Pool:
+    """The actors, what each is doing, and the shards still to hand out."""
+
+    def __init__(self, ray, actor_class, size: int, tasks, call_args: tuple, probe: str, idle: list):
+        self.ray, self.actor_class, self.size = ray, actor_class, size
+        self.call_args, self.probe = call_args, probe  # (work, out_dir, retries) for each shard
+        self.queue = deque(tasks)
+        self.waiting: dict = {}  # object ref -> (actor, shard, or None while the actor starts)
+        self.finished: list = idle[size:]  # actors with nothing left to do
+        self.startup_deaths = 0
+        self.deaths_by_shard: dict[str, int] = {}
+        for actor in idle[:size]:  # an earlier job's workers: their caches (models) are warm
+            self.waiting[actor.ready.remote(probe)] = (actor, None)
+        for _ in range(size - len(self.waiting)):
+            self.start_actor()
+
+    def busy(self) -> bool:
+        return bool(self.queue) or any(task is not None for _, task in self.waiting.values())
+
+    def start_actor(self) -> None:
+        actor = self.actor_class.remote()
+        self.waiting[actor.ready.remote(self.probe)] = (actor, None)
+
+    def give_work(self, actor) -> None:
+        if not self.queue:
+            self.finished.append(actor)
+            return
+        task = self.queue.popleft()
+        self.waiting[actor.run.remote(task, *self.call_args)] = (actor, task)
+
+    def on_death(self, actor, task, exc):
+        """Replace the actor and requeue its shard; a failure once the shard has died too often."""
+        self.ray.kill(actor)  # it may only be unreachable; don't let it hold its resources
+        self.start_actor()
+        if task is None:
+            self.startup_deaths += 1
+            if self.startup_deaths > self.size + batch.WORKER_DEATH_RETRIES:
+                raise RuntimeError(f"Ray workers keep dying while starting: {exc}") from exc
+            return None
+        count = self.deaths_by_shard[task.shard_id] = self.deaths_by_shard.get(task.shard_id, 0) + 1
+        log.warning("the worker running shard %s died (%d of %d tries)",
+                    task.shard_id, count, batch.WORKER_DEATH_RETRIES + 1)
+        if count > batch.WORKER_DEATH_RETRIES:
+            return task.shard_id, None, f"its worker process died {count} times: {type(exc).__name__}: {exc}"
+        self.queue.appendleft(task)
+        return None
+
+    def close(self, *, keep_idle: bool) -> list:
+        """Stop the actors still starting or working; return the idle ones to keep (if asked)."""
+        for actor, _ in self.waiting.values():
+            self.ray.kill(actor)
+        self.waiting.clear()
+        if keep_idle:
+            return self.finished
+        for actor in self.finished:
+            self.ray.kill(actor)
+        return []
+
+
+class _Session:
+    """The cluster this process joined and the idle workers kept between jobs (a scan runs in
+    rounds; each round would otherwise start its workers, and load their models, again)."""
+
+    def __init__(self):
+        self.key: str | None = None  # "local" or the address we joined; None: not joined by us
+        self.idle: tuple[int, list] = (0, [])  # (GPUs per worker, idle actors)
+        self.exit_hook = False
+
+    def take_idle(self, ray, gpus: int) -> list:
+        """The idle actors fit for ``gpus``; others are stopped (they hold cluster resources)."""
+        kept_gpus, actors = self.idle
+        self.idle = (0, [])
+        if kept_gpus == gpus:
+            return actors
+        for actor in actors:
+            ray.kill(actor)
+        return []
+
+    def keep_idle(self, ray, gpus: int, actors: list) -> None:
+        for actor in self.take_idle(ray, -1):  # whatever was kept before is replaced
+            ray.kill(actor)
+        self.idle = (gpus, actors)
+
+
+_SESSION = _Session()
+
+
+def _join(ray, address: str | None, workers: int) -> None:
+    """Join ``address`` or start a cluster on this machine, and stay connected for later jobs;
+    a connection the caller made is used as it is."""
+    key = address or "local"
     if ray.is_initialized():
-        yield
-        return
-    if address is None:  # a cluster for this run only: no usage stats, no dashboard, loopback
+        if _SESSION.key in (None, key):
+            return
+        disconnect()  # our connection to another cluster
+    if address is None:  # a cluster for this process only: no usage stats, no dashboard, loopback
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs = {"address": "local", "include_dashboard": False, "_node_ip_address": LOCAL_NODE_IP,
                   "num_cpus": workers if workers > 1 else None}
@@ -176,10 +228,10 @@ def _connected(ray, address: str | None, workers: int):
         ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    _SESSION.key = key
+    if not _SESSION.exit_hook:
+        atexit.register(disconnect)
+        _SESSION.exit_hook = True
 
 
 @contextlib.contextmanager

@@ -11,11 +11,12 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from engine import storage
+from engine import batch, storage
 from engine.batch import ShardTask
 
 DIM = 16
@@ -31,12 +32,28 @@ def make_tasks(count: int, markers: Path, **per_shard) -> list[ShardTask]:
     return tasks
 
 
-def shard_vectors(seed: int, rows: int) -> np.ndarray:
+def shard_vectors(seed: int, rows: int, projection: np.ndarray | None = None) -> np.ndarray:
     """The shard's output: projected, L2-normalised float32 rows (an embedding stand-in)."""
     data = np.random.default_rng(seed).standard_normal((rows, 64)).astype(np.float32)
-    projection = np.random.default_rng(12345).standard_normal((64, DIM)).astype(np.float32)
-    vectors = data @ projection
+    vectors = data @ (load_projection() if projection is None else projection)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def load_projection(markers: str | None = None) -> np.ndarray:
+    """The "model" of the stand-in job; records each load as ``load-<pid>-<random>``."""
+    if markers is not None:
+        Path(markers).mkdir(parents=True, exist_ok=True)
+        (Path(markers) / f"load-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+    return np.random.default_rng(12345).standard_normal((64, DIM)).astype(np.float32)
+
+
+def loads_by_process(markers: Path) -> dict[int, int]:
+    """How often each process loaded the model."""
+    found: dict[int, int] = {}
+    for marker in Path(markers).glob("load-*"):
+        pid = int(marker.name.split("-")[1])
+        found[pid] = found.get(pid, 0) + 1
+    return found
 
 
 def compute_shard(task: ShardTask, out_dir: Path) -> dict:
@@ -50,7 +67,8 @@ def compute_shard(task: ShardTask, out_dir: Path) -> dict:
         raise ValueError(f"planted failure in {task.shard_id}")
     if attempt <= options.get("fail_times", 0):
         raise OSError(f"transient failure {attempt} in {task.shard_id}")
-    vectors = shard_vectors(options["seed"], options["rows"])
+    projection = batch.process_cached(load_projection, options["markers"])  # once per process
+    vectors = shard_vectors(options["seed"], options["rows"], projection)
     out = Path(out_dir) / f"{task.shard_id}.npy"
     if attempt <= options.get("die_times", 0):  # die mid-write, leaving a temporary file
         with storage.atomic_path(out) as tmp, open(tmp, "wb") as fh:

@@ -161,13 +161,17 @@ class BlockingImage:
                 time.sleep(0.05)
         raise RuntimeError(f"nobody opened {self.path}")
 
-    def _reader_pid(self) -> int:
-        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-            if int(fd_dir.parent.name) == os.getpid():
-                continue
-            try:
-                if any(os.readlink(fd) == str(self.path) for fd in fd_dir.iterdir()):
-                    return int(fd_dir.parent.name)
-            except OSError:  # a process that ended or is not ours to inspect
-                continue
+    def _reader_pid(self, timeout: float = 30) -> int:
+        """The process holding the FIFO open (its open() may take a moment to return)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+                if int(fd_dir.parent.name) == os.getpid():
+                    continue
+                try:
+                    if any(os.readlink(fd) == str(self.path) for fd in fd_dir.iterdir()):
+                        return int(fd_dir.parent.name)
+                except OSError:  # a process that ended or is not ours to inspect
+                    continue
+            time.sleep(0.05)
         raise RuntimeError(f"no process holds {self.path} open")

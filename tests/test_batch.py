@@ -13,7 +13,8 @@ import pytest
 
 from engine import batch
 from engine.errors import InputError, MissingDependencyError
-from helpers_batch import attempts, compute_shard, make_tasks, outputs, shard_vectors
+from helpers_batch import (attempts, compute_shard, loads_by_process, make_tasks, outputs,
+                           shard_vectors)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -96,6 +97,23 @@ def test_a_process_pool_gives_the_same_outputs(tmp_path):
     serial = {k: v for k, v in outputs(tmp_path / "serial").items() if "002" not in k}
     pooled = {k: v for k, v in outputs(tmp_path / "pool").items() if "002" not in k}
     assert pooled == serial
+
+
+def test_a_pool_worker_killed_mid_job_still_gives_the_complete_identical_result(tmp_path):
+    run(make_tasks(5, tmp_path / "m1"), tmp_path / "serial")
+    markers = tmp_path / "m2"
+    report = run(make_tasks(5, markers, die_times={2: 1}), tmp_path / "pool", workers=2)
+    assert not report.failed and len(report.done) == 5
+    assert outputs(tmp_path / "pool") == outputs(tmp_path / "serial")
+    assert attempts(markers, "shard-002") == 2
+
+
+def test_pool_workers_load_their_model_once_and_serve_later_jobs(tmp_path):
+    markers = tmp_path / "markers"
+    run(make_tasks(6, markers), tmp_path / "first", workers=2)
+    run(make_tasks(4, markers), tmp_path / "second", workers=2)  # e.g. the next round of a scan
+    loads = loads_by_process(markers)
+    assert set(loads.values()) == {1} and len(loads) <= 2
 
 
 def test_duplicate_shard_ids_are_refused(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from engine import batch, ray_executor
 from engine.errors import InputError
-from helpers_batch import attempts, compute_shard, finishers, make_tasks, outputs, ray_nodes_used
+from helpers_batch import (attempts, compute_shard, finishers, loads_by_process, make_tasks, outputs,
+                           ray_nodes_used)
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
 
@@ -27,7 +28,10 @@ from engine.faces.index import open_index  # noqa: E402
 @pytest.fixture(scope="module")
 def cluster():
     with LocalCluster(cpus=(1, 1)) as running:
-        yield running
+        try:
+            yield running
+        finally:
+            ray_executor.disconnect()  # this process's driver and its idle workers
 
 
 def on_ray(cluster, tasks, out_dir, **kwargs):
@@ -59,6 +63,10 @@ def test_a_job_on_ray_matches_the_local_run_bit_for_bit(cluster, tmp_path):
     rerun = on_ray(cluster, make_tasks(6, markers), tmp_path / "ray")
     assert sorted(rerun.skipped) == ["shard-000", "shard-001", "shard-002", "shard-003", "shard-005"]
     assert not rerun.failed and attempts(markers, "shard-000") == 1
+    # one model per worker: each worker loaded it once, and the rerun reused the same workers
+    loads = loads_by_process(markers)
+    assert set(loads.values()) == {1} and len(loads) == 2
+    assert finishers(markers, "shard-004") <= set(loads)
 
 
 def test_a_worker_killed_mid_job_still_gives_the_complete_identical_result(cluster, tmp_path):
