@@ -13,7 +13,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.faces.association import association_differences, sc_eat, weat
-from engine.faces.permutation import PermutationConfig, permutation_test
+from engine.faces.permutation import PermutationConfig, combination_indicators, permutation_test
 from tests.conftest import shared_path
 
 
@@ -118,6 +118,42 @@ def test_sampled_p_counts_the_observed_split_once():
     values = np.r_[np.full(30, 5.0), np.zeros(30)] + np.random.default_rng(3).normal(0, 0.01, 60)
     tested = permutation_test(values, 30, PermutationConfig(permutations=1000))
     assert tested.method == "sampled" and tested.p_values[0] == 1 / 1000
+
+
+@pytest.mark.parametrize("n_items,n_first", [(4, 2), (9, 1), (12, 5), (16, 8)])
+def test_enumerated_splits_are_every_combination_once(n_items, n_first):
+    rows = combination_indicators(n_items, n_first)
+    expected = {tuple(int(i in c) for i in range(n_items))
+                for c in itertools.combinations(range(n_items), n_first)}
+    assert len(rows) == len(expected) and set(map(tuple, rows.astype(int))) == expected
+
+
+def test_many_items_stream_their_splits_and_still_match_brute_force():
+    values = np.random.default_rng(11).normal(size=30)  # 2**30 bit patterns would not pay: streamed
+    for n_first in (1, 2):
+        tested = permutation_test(values, n_first, PermutationConfig(alternative="two-sided"))
+        assert tested.method == "exact" and tested.permutations == math.comb(30, n_first)
+        assert tested.p_values[0] == pytest.approx(brute_force_p(values, n_first, "two-sided"))
+
+
+def test_sampled_splits_have_the_mean_and_variance_of_independent_draws():
+    values = np.random.default_rng(12).normal(size=12)  # 924 splits: the exact p is known
+    exact = permutation_test(values, 6, PermutationConfig()).p_values[0]
+    draws = 1000
+    estimates = np.array([permutation_test(values, 6, PermutationConfig(exact_max=0, permutations=draws,
+                                                                         seed=seed)).p_values[0]
+                          for seed in range(60)])
+    binomial_sd = math.sqrt(exact * (1 - exact) / draws)
+    assert abs(estimates.mean() - exact) < 4 * binomial_sd / math.sqrt(60) + 1 / draws
+    assert 0.6 < estimates.std(ddof=1) / binomial_sd < 1.5
+
+
+def test_sampled_many_rows_match_one_by_one():
+    values = np.random.default_rng(13).normal(size=(5, 40))
+    config = PermutationConfig(permutations=3000, seed=2, alternative="less")
+    together = permutation_test(values, 20, config)
+    apart = [permutation_test(row, 20, config).p_values[0] for row in values]
+    np.testing.assert_allclose(together.p_values, apart)
 
 
 def test_threshold_decides_exact_or_sampled():
