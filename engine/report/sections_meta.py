@@ -19,26 +19,15 @@ def overview(inputs: ReportInputs) -> Section:
     return Section("overview", "Inputs", tables.html_table(rows))
 
 
-def _flatten(manifest: dict, depth: int = 1, prefix: str = "") -> list[tuple[str, object]]:
-    pairs = []
-    for key, value in manifest.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and depth > 0:
-            pairs.extend(_flatten(value, depth - 1, f"{name}."))
-        elif isinstance(value, (str, int, float, bool)):
-            pairs.append((name, value))
-    return pairs
-
-
 def index_section(run: Run) -> Section:
     return Section(f"index-{run.label}", f"Face index ({run.label})",
-                   tables.key_values([("directory", str(run.path))] + _flatten(run.manifest)))
+                   tables.key_values([("directory", str(run.path))] + tables.flatten(run.manifest)))
 
 
 def results_section(run: Run) -> Section:
     """Any other stage's tables, and its own SVG charts as images (an SVG shown through <img>
     cannot run script or load anything)."""
-    parts = [tables.key_values([("directory", str(run.path))] + _flatten(run.manifest, 0))]
+    parts = [tables.key_values([("directory", str(run.path))] + tables.flatten(run.manifest, 0))]
     for name, frame in run.tables.items():
         parts.append(f"<h3>{charts.esc(name)}</h3>" + tables.frame_table(frame))
     for name, data in run.charts.items():

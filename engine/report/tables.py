@@ -23,6 +23,7 @@ def number(value, digits: int = 3) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "n/a"
+        value += 0.0  # no "-0.000"
         return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
     return str(value)
 
@@ -75,6 +76,22 @@ def _plain(value):
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
     return value
+
+
+def flatten(manifest: dict, depth: int = 1, prefix: str = "",
+            skip: tuple[str, ...] = ("packages", "versions", "checksums", "outputs", "files")) -> list[tuple[str, object]]:
+    """Scalar entries of a manifest, nested dicts as "a.b" up to ``depth`` levels; bookkeeping
+    entries (``skip``) are left to the full manifest."""
+    pairs = []
+    for key, value in manifest.items():
+        name = f"{prefix}{key}"
+        if key in skip:
+            continue
+        if isinstance(value, dict) and depth > 0:
+            pairs.extend(flatten(value, depth - 1, f"{name}.", skip))
+        elif isinstance(value, (str, int, float, bool)):
+            pairs.append((name, value))
+    return pairs
 
 
 def key_values(pairs: Sequence[tuple[str, object]]) -> str:
