@@ -4,9 +4,11 @@ words, and the short table the terminal shows. Reads only the skew table and att
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import polars as pl
 
+from engine.faces.groups import INTERSECTION
 from engine.faces.retrieval_skew import QUERY_METRICS
 
 KEYS = ("query_id", "category", "word", "template", "attribute")
@@ -74,22 +76,27 @@ def _clean(value):
 
 def render(summary: dict, rows_per_category: int = 3) -> str:
     """Most skewed words per category (by KL@k to the base rate), for the terminal."""
+    header = ("category", "word", "attribute", "over-represented (share, base rate)", "KL@k", "q")
+    rows, seen = [], Counter()
+    for row in sorted(summary["most_skewed"], key=lambda r: (r["category"], -(r["kl_base"] or 0))):
+        if INTERSECTION in row["attribute"] or seen[row["category"]] >= rows_per_category:
+            continue
+        seen[row["category"]] += 1
+        group = f"{row['top_group']} ({_pct(row['top_share'])}, {_pct(row['top_base_rate'])})"
+        rows.append((row["category"], row["word"], row["attribute"], group,
+                     _number(row["kl_base"], ".3f"), _number(row["q_value"], ".2g")))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    table = ["  ".join(cell.rjust(w) if i >= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in [header, *rows]]
     lines = [f"audit of {summary.get('index', {}).get('name', '?')}: {summary['words']} words, "
              f"{summary['queries']} queries, k = {summary['k']}; attributes: {', '.join(summary['attributes'])}",
-             "", f"{'category':<22} {'word':<20} {'attribute':<12} {'over-represented':<26} {'KL@k':>6} {'q':>8}"]
-    seen: dict[str, int] = {}
-    for row in sorted(summary["most_skewed"], key=lambda r: (r["category"], -(r["kl_base"] or 0))):
-        if "*" in row["attribute"] or seen.get(row["category"], 0) >= rows_per_category:
-            continue
-        seen[row["category"]] = seen.get(row["category"], 0) + 1
-        group = f"{row['top_group']} {_pct(row['top_share'])} (base {_pct(row['top_base_rate'])})"
-        q = f"{row['q_value']:.2g}" if row["q_value"] is not None else "-"
-        kl = f"{row['kl_base']:.3f}" if row["kl_base"] is not None else "-"
-        lines.append(f"{row['category'][:22]:<22} {row['word'][:20]:<20} {row['attribute']:<12} "
-                     f"{group[:26]:<26} {kl:>6} {q:>8}")
-    lines += ["", f"significant (q < {summary['alpha']}) per attribute: " + ", ".join(
-        f"{o['attribute']} {o['significant']}/{o['queries']}" for o in summary["overall"])]
+             "", *table, "", f"significant (q < {summary['alpha']}) per attribute: " + ", ".join(
+                 f"{o['attribute']} [{o['template']}] {o['significant']}/{o['queries']}" for o in summary["overall"])]
     return "\n".join(lines)
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _pct(value) -> str:
