@@ -163,12 +163,14 @@ def img2dataset_shards(workdir: str | os.PathLike, samples: Sequence[dict], per_
 
 def make_embeddings(root: str | os.PathLike, vectors: np.ndarray, metadata: dict[str, list],
                     parts: int = 2) -> Path:
-    """clip-retrieval's layout: ``img_emb/img_emb_<i>.npy`` row-aligned with ``metadata/metadata_<i>.parquet``."""
+    """clip-retrieval's layout: ``img_emb/img_emb_<i>.npy`` row-aligned with
+    ``metadata/metadata_<i>.parquet``, the rows cut into ``parts`` consecutive parts."""
     root = Path(root)
     (root / "img_emb").mkdir(parents=True, exist_ok=True)
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     frame = pl.DataFrame(metadata)
     for i, rows in enumerate(np.array_split(np.arange(len(vectors)), parts)):
         np.save(root / "img_emb" / f"img_emb_{i}.npy", vectors[rows])
-        frame.slice(int(rows[0]) if len(rows) else 0, len(rows)).write_parquet(root / "metadata" / f"metadata_{i}.parquet")
+        part = frame.slice(int(rows[0]) if len(rows) else 0, len(rows))
+        part.write_parquet(root / "metadata" / f"metadata_{i}.parquet")
     return root

@@ -29,6 +29,11 @@ CFD_RACE = {"A": "asian", "B": "black", "L": "latino_hispanic", "W": "white", "M
 GENDER = {"Male": "male", "Female": "female", "M": "male", "F": "female"}
 
 
+def read_rows(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def check_table(faces: pl.DataFrame, kind: str) -> None:
     """The face-table contract: base columns first, ids 0..n-1, sorted keys, readable images."""
     assert faces.columns[:4] == ["item_id", "key", "image", "source"]
@@ -66,7 +71,7 @@ def test_fairface_val_table(tmp_path):
     loaded = load_source(f"fairface:{root}")
     faces = loaded.faces
     check_table(faces, "fairface")
-    rows = list(csv.DictReader(open(root / "fairface_label_val.csv")))
+    rows = read_rows(root / "fairface_label_val.csv")
     assert faces.height == len(rows) == 14 and loaded.failures.height == 0
     assert table.attributes(faces) == ["race", "gender", "age"]
     by_key = {r["file"]: r for r in rows}
@@ -87,8 +92,7 @@ def test_fairface_split_and_service_test(tmp_path):
     train = load_source(f"fairface:{root}", SourceOptions(split="train")).faces
     assert train["key"].str.starts_with("train/").all() and train.height == 6
     subset = load_source(f"fairface:{root}", SourceOptions(service_test=True)).faces
-    expected = sorted(r["file"] for r in csv.DictReader(open(root / "fairface_label_val.csv"))
-                      if r["service_test"] == "True")
+    expected = sorted(r["file"] for r in read_rows(root / "fairface_label_val.csv") if r["service_test"] == "True")
     assert subset["key"].to_list() == expected and subset["service_test"].all()
 
 
@@ -151,10 +155,14 @@ def test_fairface_empty_and_unusable_sources_are_errors(tmp_path):
         load_source(f"fairface:{tmp_path / 'absent'}")
 
 
-def test_fairface_duplicate_files_are_an_error(tmp_path):
+def test_fairface_duplicate_or_empty_files_are_errors(tmp_path):
     rows = [{"file": "val/1.jpg", "age": "3-9", "gender": "Male", "race": "White", "service_test": "True"}] * 2
     root = make_fairface(tmp_path / "ff", val_rows=rows)
     with pytest.raises(InputError, match="more than once.*val/1.jpg"):
+        load_source(f"fairface:{root}")
+    rows = [dict(rows[0]), dict(rows[0], file="")]
+    root = make_fairface(tmp_path / "ff2", val_rows=rows, missing=("",))
+    with pytest.raises(InputError, match=r"column 'file' is empty on line\(s\) \[3\]"):
         load_source(f"fairface:{root}")
 
 
@@ -263,7 +271,7 @@ def test_folder_real_faces_minno():
     loaded = load_source(f"folder:{folder}")
     faces = loaded.faces
     check_table(faces, "folder")
-    rows = list(csv.DictReader(open(folder / "labels.csv")))
+    rows = read_rows(folder / "labels.csv")
     assert faces.height == len(rows) == 72 and loaded.failures.height == 0
     assert table.attributes(faces) == ["race", "gender", "age_group"]
     by_key = {r["file"]: r for r in rows}

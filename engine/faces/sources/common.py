@@ -97,10 +97,20 @@ def require_columns(frame: pl.DataFrame, columns: Sequence[str], origin: Path | 
 
 
 def require_unique(values: pl.Series, origin: Path | str) -> None:
+    """Every value present and none repeated (line numbers count the CSV header as line 1)."""
+    empty = values.is_null().arg_true().head(3).to_list()
+    if empty:
+        raise InputError(f"{origin}: column {values.name!r} is empty on line(s) {[i + 2 for i in empty]}")
     duplicated = values.filter(values.is_duplicated()).unique().sort()
     if len(duplicated):
         raise InputError(f"{origin}: {len(duplicated)} value(s) of {values.name!r} occur more than once, "
                          f"e.g. {duplicated.head(3).to_list()}")
+
+
+def join_paths(directory: Path, files: Sequence[str]) -> list[str]:
+    """``directory/file`` for each file (absolute files stay as they are); fast on large lists."""
+    base = str(directory)
+    return [os.path.join(base, f) for f in files]
 
 
 def existing_files(paths: Sequence[str]) -> list[bool]:
@@ -108,7 +118,7 @@ def existing_files(paths: Sequence[str]) -> list[bool]:
     listings: dict[str, set[str]] = {}
     found = []
     for path in paths:
-        directory, name = os.path.split(path)
+        directory, _, name = path.rpartition(os.sep)
         if directory not in listings:
             try:
                 listings[directory] = set(os.listdir(directory or "."))

@@ -15,7 +15,7 @@ import polars as pl
 
 from engine.errors import InputError
 from engine.faces.sources.common import (LoadedSource, SourceOptions, build_table, describe,
-                                         read_label_csv, require_columns, require_unique,
+                                         join_paths, read_label_csv, require_columns, require_unique,
                                          split_missing_images)
 from engine.faces.sources.labels import dataset_vocabulary, map_strict
 
@@ -53,7 +53,7 @@ def labelled_rows(labels: pl.DataFrame, directory: Path, label_file: Path) -> tu
     """key, image, race/gender/age with their raw labels, split-independent extras."""
     keys = labels["file"]
     ages, repairs = repair_ages(labels["age"], label_file)
-    columns = {"key": keys, "image": [str(directory / f) for f in keys.to_list()]}
+    columns = {"key": keys, "image": join_paths(directory, keys.to_list())}
     for attr in ATTRIBUTES:
         lookup = ages if attr == "age" else labels[attr]
         vocabulary = dataset_vocabulary("fairface", attr)

@@ -13,7 +13,7 @@ import polars as pl
 
 from engine.errors import InputError
 from engine.faces.sources.common import (LoadedSource, SourceOptions, build_table, describe,
-                                         read_label_csv, require_columns, require_unique,
+                                         join_paths, read_label_csv, require_columns, require_unique,
                                          split_missing_images)
 from engine.faces.sources.labels import canonicalise
 
@@ -27,10 +27,9 @@ def load(location: str, options: SourceOptions) -> LoadedSource:
     label_file = Path(options.labels).expanduser().absolute() if options.labels else directory / "labels.csv"
     labels = read_label_csv(label_file)
     require_columns(labels, (FILE_COLUMN,), label_file)
-    labels = labels.filter(pl.col(FILE_COLUMN).is_not_null())
     require_unique(labels[FILE_COLUMN], label_file)
     files = labels[FILE_COLUMN].to_list()
-    base = pl.DataFrame({"key": files, "image": [str(directory / f) for f in files]},
+    base = pl.DataFrame({"key": files, "image": join_paths(directory, files)},
                         schema={"key": pl.Utf8, "image": pl.Utf8})
     frame, attrs, modes = canonicalise(base, labels.drop(FILE_COLUMN), options.attributes,
                                        str(label_file), options.label_map)

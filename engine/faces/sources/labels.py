@@ -79,7 +79,7 @@ def open_vocabulary(attribute: str, user_map: str | None = None) -> dict[str, st
 
 def map_open(raw: pl.Series, attribute: str, where: str, user_map: str | None = None) -> tuple[pl.Series, str]:
     """Canonical groups of a free-form label column, and how they were found ("known" | "open")."""
-    values = [v for v in raw.drop_nulls().unique().sort().to_list()]
+    values = raw.drop_nulls().unique().sort().to_list()
     vocabulary = open_vocabulary(attribute, user_map)
     known = [v for v in values if normalise(v) in vocabulary]
     if known and len(known) < len(values):
@@ -87,7 +87,8 @@ def map_open(raw: pl.Series, attribute: str, where: str, user_map: str | None = 
         raise InputError(
             f"{where} mixes known {attribute} labels {known[:5]} with unknown value(s) {unknown[:10]}; "
             f"allowed: {', '.join(sorted(set(vocabulary.values())))} (or their dataset spellings). "
-            "Fix the values, or map them with a label map CSV (attribute,raw,group) via the label_map option (--label-map)")
+            "Fix the values, or map them with a label map CSV (attribute,raw,group) via the label_map "
+            "option (--label-map)")
     mode = "known" if known else "open"
     table = {v: (vocabulary[normalise(v)] if known else normalise(v)) or None for v in values}
     return raw.replace_strict(table, default=None, return_dtype=pl.Utf8), mode

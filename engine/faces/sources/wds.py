@@ -94,7 +94,7 @@ class ShardScan:
         self.expected = 0  # where the next header should start: the end of the last good member
         self.truncated = False
 
-    def run(self) -> "ShardScan":
+    def run(self) -> ShardScan:
         try:
             size = self.path.stat().st_size
             with open(self.path, "rb") as fh:
