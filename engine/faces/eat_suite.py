@@ -97,6 +97,7 @@ def run_tests(tests: list[SuiteTest], get_set, permutation: PermutationConfig,
     results, items = [], []
     for test in tests:
         x, a, b = get_set(test.x), get_set(test.a), get_set(test.b)
+        _warn_if_mixed(test, [x, a, b] + ([get_set(test.y)] if test.y else []))
         if test.y:
             y = get_set(test.y)
             try:
@@ -140,6 +141,13 @@ def run_suite(config: EatConfig) -> dict:
         summary["files"] = write_run(config.out_dir, command="eat", tables=tables,
                                      summary=summary, manifest=manifest)
     return summary
+
+
+def _warn_if_mixed(test: SuiteTest, sets: list[EmbeddingSet]) -> None:
+    modalities = {s.modality for s in sets}
+    if "embedding" in modalities and modalities & {"image", "text"}:
+        log.warning("test %r mixes precomputed embeddings with sets embedded by the chosen model: "
+                    "its result is meaningful only if both come from the same model", test.name)
 
 
 def _result_row(test: SuiteTest, result, sets: tuple[EmbeddingSet, ...]) -> tuple:
