@@ -94,7 +94,10 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
     storage.write_parquet(dirs["eat"] / "results.parquet", pl.DataFrame({
         "test": ["flowers-insects", HOSTILE_WORD], "d": [1.21, -0.3], "p": [0.001, 0.7],
         "n_x": [8, 8], "n_y": [8, 8], "sided": ["one", "one"]}))
-    storage.write_json(dirs["eat"] / "manifest.json", {"command": "eat", "permutations": 12870})
+    storage.write_parquet(dirs["eat"] / "items.parquet", pl.DataFrame({"item": [f"i{i}" for i in range(40)],
+                                                                      "sc_eat": np.linspace(-1, 1, 40)}))
+    storage.write_json(dirs["eat"] / "manifest.json", {"command": "eat", "permutations": 12870,
+                                                       "tables": {"items.parquet": {"rows": 40}}})
     storage.write_parquet(dirs["hypo"] / "steps.parquet", pl.DataFrame({"step": [0, 10, 20], "minority": [1.0, 0.7, 0.1]}))
     storage.write_text(dirs["hypo"] / "chart_black_to_white.svg", HOSTILE_SVG)
     storage.write_json(dirs["hypo"] / "manifest.json", {"command": "hypodescent"})

@@ -9,6 +9,7 @@ from engine.report import charts, tables
 from engine.report.load import ReportInputs, Run
 from engine.report.sections_retrieval import Section
 
+OPEN_ROWS = 30
 KIND_NAMES = {"index": "face index", "audit": "retrieval audit", "scan": "caption scan",
               "provenance": "provenance linking", "results": "other results"}
 
@@ -28,8 +29,17 @@ def results_section(run: Run) -> Section:
     """Any other stage's tables, and its own SVG charts as images (an SVG shown through <img>
     cannot run script or load anything)."""
     parts = [tables.key_values([("directory", str(run.path))] + tables.flatten(run.manifest, 0))]
+    recorded = run.manifest.get("tables")
+    recorded = recorded if isinstance(recorded, dict) else {}
     for name, frame in run.tables.items():
-        parts.append(f"<h3>{charts.esc(name)}</h3>" + tables.frame_table(frame))
+        entry = recorded.get(f"{name}.parquet")
+        rows = entry.get("rows") if isinstance(entry, dict) else None
+        rows = rows if isinstance(rows, int) else frame.height
+        table = tables.frame_table(frame, total=rows)
+        if rows > OPEN_ROWS:  # long tables start folded
+            parts.append(f"<details><summary>{charts.esc(name)} ({rows:,} rows)</summary>{table}</details>")
+        else:
+            parts.append(f"<h3>{charts.esc(name)}</h3>{table}")
     for name, data in run.charts.items():
         uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
         parts.append(f'<figure><figcaption>{charts.esc(name)}</figcaption>'

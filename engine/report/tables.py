@@ -65,10 +65,11 @@ def html_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]] | None =
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def frame_table(frame: pl.DataFrame, limit: int = 200, caption: str = "") -> str:
-    """Any table as HTML (first ``limit`` rows; nested values as JSON)."""
+def frame_table(frame: pl.DataFrame, limit: int = 200, caption: str = "", total: int | None = None) -> str:
+    """Any table as HTML (first ``limit`` rows of ``total``; nested values as JSON)."""
     rows = [{k: _plain(v) for k, v in row.items()} for row in frame.head(limit).to_dicts()]
-    more = f'<p class="note">First {limit} of {frame.height:,} rows.</p>' if frame.height > limit else ""
+    total = frame.height if total is None else total
+    more = f'<p class="note">First {min(limit, frame.height):,} of {total:,} rows.</p>' if total > limit else ""
     return html_table(rows, caption=caption) + more
 
 
