@@ -19,6 +19,7 @@ from helpers_batch import (attempts, compute_shard, finishers, loads_by_process,
 pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
 
 from helpers_index import loaded_source, make_images, tiny_spec  # noqa: E402
+from test_large_index import write_shards  # noqa: E402
 from helpers_ray import BlockingImage, LocalCluster  # noqa: E402
 
 from engine.faces.build import run_build  # noqa: E402
@@ -124,6 +125,20 @@ def build_config(indexes_dir, **settings):
     return BuildConfig(name="faces", source="folder:generated", model=tiny_spec(),
                        indexes_dir=indexes_dir, shard_size=4, batch_size=3, workers=0,
                        device="cpu", progress=False, **settings)
+
+
+def test_an_on_disk_ivf_index_filled_on_ray_is_identical(cluster, tmp_path):
+    from engine.faces.large_index import OnDiskConfig, build_on_disk
+
+    files, _ = write_shards(tmp_path / "shards")
+    config = OnDiskConfig(nlist=8, train_size=300, fan_in=2)
+    on_cluster = batch.ExecutorOptions(engine="ray", ray_address=cluster.address)
+    local_description = build_on_disk(files, tmp_path / "local", tmp_path / "local-work", config=config)
+    ray_description = build_on_disk(files, tmp_path / "ray", tmp_path / "ray-work", config=config,
+                                    executor=on_cluster)
+    assert ray_description == local_description
+    for name in ("index.faiss", "index.ivfdata"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
 def test_pool_size_follows_cpus_or_gpus():

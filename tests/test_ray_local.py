@@ -1,0 +1,32 @@
+"""``--engine ray`` without an address: a Ray cluster started on this machine for the run (after
+the two-node cluster of test_ray.py is gone), giving the local runner's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import batch
+from helpers_batch import compute_shard, make_tasks, outputs
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
+
+
+def test_a_cluster_started_for_the_run_gives_the_local_outputs(tmp_path, monkeypatch):
+    from engine import ray_executor
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray by a test
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # workers import helpers_batch
+    batch.run_shards(make_tasks(4, tmp_path / "m1"), compute_shard, tmp_path / "local", progress=False)
+    try:
+        report = batch.run_shards(make_tasks(4, tmp_path / "m2"), compute_shard, tmp_path / "ray",
+                                  executor="ray", workers=2, progress=False)
+        assert ray.cluster_resources()["CPU"] == 2  # sized by workers
+        node_ips = {node["NodeManagerAddress"] for node in ray.nodes()}
+    finally:
+        ray_executor.disconnect()
+    assert len(report.done) == 4 and not report.failed
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert node_ips == {ray_executor.LOCAL_NODE_IP}  # loopback only
+    assert not ray.is_initialized()
