@@ -126,7 +126,10 @@ def test_planted_counts_and_metrics_are_recovered_exactly(planted, planted_resul
         assert rows["entropy"][0] == pytest.approx(entropy, abs=1e-12)
         floored = np.maximum(shares, 1 / K)
         assert rows["max_skew_uniform"][0] == pytest.approx(math.log(floored.max() * len(groups)))
+        assert rows["min_skew_uniform"][0] == pytest.approx(math.log(floored.min() * len(groups)))
+        assert rows["max_skew_base"][0] == pytest.approx(np.log(floored / base).max())
         assert rows["min_skew_base"][0] == pytest.approx(np.log(floored / base).min())
+        np.testing.assert_allclose(rows["skew_base"].to_numpy(), np.log(floored / base))
         assert rows["kl_base"][0] == pytest.approx(stats.entropy(shares, base), abs=1e-12)
         codes = [groups.index(g) if g is not None else -1 for g in labels]
         assert rows["ndkl_base"][0] == pytest.approx(ndkl_brute(codes, len(groups), base))

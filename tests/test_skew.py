@@ -168,6 +168,16 @@ def brute_null_p(colours, k, observed_counts, statistic):
     return np.mean(values >= observed - 1e-12)
 
 
+def test_null_hand_case():
+    # 2 items of group a, 2 of b, k = 2: aa (1/6), ab (4/6), bb (1/6); KL(aa) = KL(bb) = ln 2, KL(ab) = 0
+    statistic = kl_statistic(2, np.array([0.5, 0.5]))
+    null = nulls.null_distribution(np.array([2, 2]), 2, statistic, exact_max=100, draws=0, seed=0)
+    observed = statistic(np.array([[2, 0], [1, 1], [0, 2]]))
+    np.testing.assert_allclose(null.p_values(observed), [1 / 3, 1.0, 1 / 3])
+    groups_p = nulls.group_count_p_values(np.array([[2, 0], [1, 1]]), np.array([2, 2]), 4, 2)
+    np.testing.assert_allclose(groups_p, [[1 / 3, 1 / 3], [1.0, 1.0]])
+
+
 def test_exact_null_matches_enumerating_every_subset():
     colours = np.array([4, 3, 2, 1])  # three groups and one unlabelled item
     base = colours[:3] / colours[:3].sum()
