@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(result: dict) -> str:
-    lines = [f"provenance: {result['words']} words linked over {result['attributes']} -> {result['out']}"]
+    lines = [f"provenance: {result['words']} words linked over {', '.join(result['attributes'])} "
+             f"-> {result['out']}"]
     counts = result["divergent"]
     lines.append(f"model skew exceeds its captions for {counts['exceeds']} word x attribute pairs, "
                  f"contradicts them for {counts['contradicts']}")
