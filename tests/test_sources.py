@@ -303,6 +303,20 @@ def test_folder_generated_layout(tmp_path):
     assert table.attributes(chosen) == ["race"] and chosen["photo_set"].to_list() == ["A"] * 3
 
 
+def test_folder_ages_in_years_go_into_the_canonical_bins(tmp_path):
+    years = {"a.png": "0", "b.png": "2.5", "c.png": "3", "d.png": "19", "e.png": "45", "f.png": "70",
+             "g.png": "96", "h.png": "30-39"}
+    expected = {"a.png": "0-2", "b.png": "0-2", "c.png": "3-9", "d.png": "10-19", "e.png": "40-49",
+                "f.png": "70+", "g.png": "70+", "h.png": "30-39"}
+    root = make_folder(tmp_path / "f", [{"file": f, "Age": a} for f, a in years.items()])
+    loaded = load_source(f"folder:{root}")
+    assert dict(loaded.faces.select("key", "age").iter_rows()) == expected
+    assert loaded.description["label_vocabulary"] == {"age": "binned"}
+    make_folder(tmp_path / "g", [{"file": "a.png", "age": "34"}, {"file": "b.png", "age": "-1"}])
+    with pytest.raises(InputError, match=r"unknown value\(s\) \['-1'\].*ages in years"):
+        load_source(f"folder:{tmp_path / 'g'}")
+
+
 def test_folder_mixed_known_and_unknown_values(tmp_path):
     rows = [{"file": "a.png", "race": "White"}, {"file": "b.png", "race": "Whte"}]
     root = make_folder(tmp_path / "f", rows)
@@ -364,7 +378,8 @@ def test_embeddings_rows_stay_aligned(tmp_path):
     for key, vector in zip(faces["key"], loaded.vectors):
         np.testing.assert_allclose(vector, expected[key], atol=1e-6)
     assert table.attributes(faces) == ["race", "age"] and "caption" not in faces.columns
-    assert faces.filter(pl.col("key") == "g.jpg")["race"].to_list() == ["white"]
+    assert faces.filter(pl.col("key") == "g.jpg").select("race", "age", "age_raw").row(0) == ("white", "20-29", "20")
+    assert faces.filter(pl.col("key") == "d.jpg")["age"].to_list() == ["70+"]
     assert faces["image"].to_list() == [str(root / "a.jpg")] + [""] * 6
     assert loaded.description["vectors"] == {"dim": 5, "parts": 3, "normalised_on_load": True}
     unit = load_source(f"embeddings:{embeddings_case(tmp_path / 'u', scale=1.0)[0]}")

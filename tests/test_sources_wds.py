@@ -57,12 +57,13 @@ def test_wds_samples_become_faces(shards):
         i, sample = by_name[face["name"]]
         assert (face["race"], face["race_raw"]) == (CANONICAL[sample["race"]], sample["race"])
         assert face["gender"] == CANONICAL[sample["gender"]]
-        assert (face["age"], face["age_raw"]) == (str(sample["age"]), str(sample["age"]))
+        assert (face["age"], face["age_raw"]) == ("20-29", str(sample["age"]))  # ages binned
         assert face["image"].startswith(f"tar:{shards}/")
         image = Image.open(io.BytesIO(table.read_image_bytes(face["image"])))
         assert image.format == "JPEG" and image.size == (20 + i % 5, 24)  # as served, not resized
     assert "url" not in faces.columns and "sha256" not in faces.columns
     assert loaded.description["shards"] == 3 and loaded.description["shards_unfinished"] == []
+    assert loaded.description["label_vocabulary"] == {"race": "known", "gender": "known", "age": "binned"}
 
 
 def test_wds_pattern_forms_agree(shards):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,20 +78,44 @@ def open_vocabulary(attribute: str, user_map: str | None = None) -> dict[str, st
     return vocabulary
 
 
+@functools.cache
+def age_bins() -> tuple[tuple[int, str], ...]:
+    """(lowest age, group) of FairFace's age bins, the canonical age groups, in order."""
+    groups = dataset_vocabulary("fairface", "age").values()
+    return tuple(sorted((int(re.match(r"\d+", g)[0]), g) for g in groups))
+
+
+def age_bin(value: str) -> str | None:
+    """The canonical age group of an age in years (``"34"`` -> ``"30-39"``); None if not a number."""
+    try:
+        years = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(years) or years < 0:
+        return None
+    return [group for lowest, group in age_bins() if lowest <= years][-1]
+
+
 def map_open(raw: pl.Series, attribute: str, where: str, user_map: str | None = None) -> tuple[pl.Series, str]:
-    """Canonical groups of a free-form label column, and how they were found ("known" | "open")."""
+    """Canonical groups of a free-form label column, and how they were found: "known" (known
+    spellings), "binned" (ages in years, some or all, put in the canonical age bins) or "open"."""
     values = raw.drop_nulls().unique().sort().to_list()
     vocabulary = open_vocabulary(attribute, user_map)
-    known = [v for v in values if normalise(v) in vocabulary]
+    found = {v: vocabulary.get(normalise(v)) for v in values}
+    binned = set()
+    if ATTRIBUTE_ALIASES.get(attribute, attribute) == "age":
+        binned = {v for v, group in found.items() if group is None and age_bin(v)}
+        found.update({v: age_bin(v) for v in binned})
+    known = [v for v in values if found[v]]
     if known and len(known) < len(values):
-        unknown = [v for v in values if normalise(v) not in vocabulary]
+        unknown = [v for v in values if not found[v]]
         raise InputError(
             f"{where} mixes known {attribute} labels {known[:5]} with unknown value(s) {unknown[:10]}; "
-            f"allowed: {', '.join(sorted(set(vocabulary.values())))} (or their dataset spellings). "
-            "Fix the values, or map them with a label map CSV (attribute,raw,group) via the label_map "
-            "option (--label-map)")
-    mode = "known" if known else "open"
-    table = {v: (vocabulary[normalise(v)] if known else normalise(v)) or None for v in values}
+            f"allowed: {', '.join(sorted(set(vocabulary.values())))} (or their dataset spellings"
+            f"{'; or ages in years' if attribute == 'age' else ''}). Fix the values, or map them with a "
+            "label map CSV (attribute,raw,group) via the label_map option (--label-map)")
+    mode = "binned" if binned else "known" if known else "open"
+    table = {v: (found[v] if known else normalise(v)) or None for v in values}
     return raw.replace_strict(table, default=None, return_dtype=pl.Utf8), mode
 
 
