@@ -42,7 +42,8 @@ def test_build_embeds_every_readable_image_and_records_the_rest(tmp_path, indexe
     expected, _ = tiny_encoder().encode_image_refs([r for r in refs if r != str(broken)], 3, 0)
     assert np.abs(index.vectors() - expected).max() < 1e-5
     manifest = index.manifest
-    assert manifest["preprocessing"]["size"] == [64, 64] and "Normalize" in manifest["preprocessing"]["transform"]
+    preprocessing = manifest["preprocessing"]
+    assert preprocessing["size"] == [64, 64] and "Normalize" in preprocessing["transform"]
     assert manifest["build"]["shards"] == 3 and manifest["model"]["precision"] == "float32"
     assert not (indexes_dir / ".faces.partial").exists()  # work files are gone after success
 

@@ -46,7 +46,8 @@ def test_build_prints_the_documented_fields(built, indexes_dir):
     assert built["failures"] == 0 and built["model"] == "vlaudit-tiny" and built["pretrained"] == "none"
     assert Path(built["path"]) == indexes_dir / "faces"
     manifest = open_index("faces", indexes_dir).manifest
-    assert manifest["dataset"]["spec"].startswith("folder:") and {"gender", "race"} <= set(manifest["attributes"])
+    assert manifest["dataset"]["spec"].startswith("folder:")
+    assert {"gender", "race"} <= set(manifest["attributes"])
 
 
 def test_info_and_list(built, indexes_dir, capsys):
@@ -64,7 +65,7 @@ def test_query_returns_k_hits_per_text_matching_brute_force(built, indexes_dir, 
     assert [q["text"] for q in result["queries"]] == texts and result["k"] == 3
     index = open_index("faces", indexes_dir)
     _, expected = brute_force_top_k(index.vectors(), tiny_encoder().encode_texts(texts), 3)
-    for query, ids in zip(result["queries"], expected):
+    for query, ids in zip(result["queries"], expected, strict=True):
         assert [hit["item_id"] for hit in query["hits"]] == ids.tolist()
         assert [hit["rank"] for hit in query["hits"]] == [1, 2, 3]
         assert all({"score", "key", "gender", "race"} <= set(hit) for hit in query["hits"])

@@ -205,7 +205,7 @@ def split_failures(faces: pl.DataFrame, failed: dict[int, str],
 def config_hash(config: BuildConfig, encoder, faces: pl.DataFrame) -> str:
     """Everything that decides the vectors: model weights, preprocessing, the items, the batching."""
     items = hashlib.sha256()
-    for key, image in zip(faces["key"].to_list(), faces["image"].to_list()):
+    for key, image in zip(faces["key"].to_list(), faces["image"].to_list(), strict=True):
         items.update(f"{key}\t{image}\n".encode())
     model = config.model.describe()
     decided_by = {"model": [model["name"], model["pretrained"], model["checkpoint_sha256"]],

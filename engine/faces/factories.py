@@ -45,8 +45,6 @@ def choose_factory(factory: str, count: int) -> str:
 
 def build(vectors: np.ndarray, factory: str = EXACT) -> BuiltIndex:
     """Build, train if needed, fill, and (for approximate kinds) measure recall."""
-    import faiss
-
     factory = choose_factory(factory or EXACT, vectors.shape[0])
     index = _create(factory, vectors.shape[1])
     if not index.is_trained:
@@ -108,7 +106,7 @@ def measure_recall(index, vectors: np.ndarray, k: int = RECALL_K) -> dict:
     exact.add(vectors)
     _, truth = exact.search(queries, k)
     _, found = index.search(queries, k)
-    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist()))
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist(), strict=True))
     return {"k": k, "queries": len(queries), "recall": hits / (k * len(queries))}
 
 
