@@ -9,6 +9,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import polars as pl
 import pytest
 
 from engine import batch, ray_executor
@@ -139,6 +141,49 @@ def test_an_on_disk_ivf_index_filled_on_ray_is_identical(cluster, tmp_path):
     assert ray_description == local_description
     for name in ("index.faiss", "index.ivfdata"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_caption_scan_on_ray_matches_the_local_scan(cluster, tmp_path):
+    from engine.captions.scan import ScanConfig, run_scan
+
+    sources = write_caption_corpus(tmp_path / "captions")
+    on_cluster = batch.ExecutorOptions(engine="ray", ray_address=cluster.address)
+    manifests = {}
+    for name, executor in (("local", batch.ExecutorOptions()), ("ray", on_cluster)):
+        config = ScanConfig(sources=(str(sources),), db=str(tmp_path / f"{name}.duckdb"),
+                            out=str(tmp_path / name), workers=1, executor=executor, progress=False)
+        manifests[name] = run_scan(config)
+    assert manifests["ray"]["counts"] == manifests["local"]["counts"]
+    assert manifests["ray"]["counts"]["n_captions"] == 7 * 150 - 1  # one blank line skipped
+    tables = {name: dict(manifest["outputs"]) for name, manifest in manifests.items()}
+    for outputs_ in tables.values():
+        del outputs_["shards.parquet"]  # records when each file was scanned; compared below
+    assert tables["ray"] == tables["local"]  # sha256 of every co-occurrence, term and example table
+    assert manifests["ray"]["duplicates"] == manifests["local"]["duplicates"]
+    shards = [pl.read_parquet(tmp_path / name / "shards.parquet").drop("scanned_at")
+              for name in ("local", "ray")]
+    assert shards[0].equals(shards[1]) and shards[0]["status"].to_list() == ["done"] * 7
+
+
+CAPTION_WORDS = ["nurse", "doctor", "criminal", "ceo", "teacher", "a", "the", "photo", "of", "with",
+                 "black dress", "red", "woman", "women", "man", "men", "black woman", "asian man",
+                 "old woman", "young man", "muslim", "christian", "african american", "girl", "boy"]
+
+
+def write_caption_corpus(folder, files: int = 7, rows: int = 150, seed: int = 0):
+    """LAION-style parquet shards and a text file of captions drawn (seeded) from CAPTION_WORDS."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(files):
+        captions = [" ".join(rng.choice(CAPTION_WORDS, size=rng.integers(2, 9))).capitalize()
+                    for _ in range(rows)]
+        if i == files - 1:
+            captions[7] = " "
+            (folder / "extra.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+        else:
+            urls = [f"http://127.0.0.1/{i}/{j}.jpg" for j in range(rows)]
+            pl.DataFrame({"TEXT": captions, "URL": urls}).write_parquet(folder / f"part-{i:05d}.parquet")
+    return folder
 
 
 def test_pool_size_follows_cpus_or_gpus():
