@@ -6,6 +6,7 @@ every test; tests that damage shards work on copies.
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import tarfile
@@ -112,12 +113,14 @@ def test_wds_corrupt_members_are_recorded(copied):
         fh.seek(jpg.offset_data - tarfile.BLOCKSIZE)
         fh.write(b"\xff" * tarfile.BLOCKSIZE)
     (copied / "zz-garbage.tar").write_bytes(b"this is not a tar file" * 100)
+    (copied / "zz-gzipped.tar").write_bytes(gzip.compress((copied / "00001.tar").read_bytes()))
     loaded = load_source(f"wds:{copied}", LABELS)
     reasons = dict(loaded.failures.select("key", "reason").iter_rows())
     assert reasons[bad_json].startswith(f"corrupt JSON member {bad_json}.json")
     assert reasons[bad_header] == "sample has no image member"
     assert "unreadable tar data skipped" in reasons["00000.tar"]
     assert "unreadable tar data after byte 0" in reasons["zz-garbage.tar"]
+    assert reasons["zz-gzipped.tar"].startswith("compressed shard")
     assert pickled in loaded.faces["key"].to_list()  # other members are never unpickled
     assert loaded.faces.height == 8
 

@@ -33,6 +33,7 @@ BOOKKEEPING = frozenset({  # fields img2dataset writes about the download itself
     "url", "key", "status", "error_message", "width", "height", "original_width", "original_height",
     "exif", "sha256", "md5", "sha512", "caption", "bbox"})
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+GZIP_MAGIC = b"\x1f\x8b"
 MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset: key up to the first dot
 
 
@@ -98,6 +99,9 @@ class ShardScan:
         try:
             size = self.path.stat().st_size
             with open(self.path, "rb") as fh:
+                if fh.read(2) == GZIP_MAGIC:
+                    self._fail("compressed shard: decompress it (gunzip) so images can be read by seeking")
+                    return self
                 position = 0
                 while position < size and not self.truncated:
                     fh.seek(position)
