@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import InputError
+from engine.faces.blas_threads import small_products
 from engine.faces.permutation import PermutationConfig, permutation_test
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,17 @@ def unit_rows(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
 
 def cosine_matrix(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """(len(left), len(right)) cosine similarities, float64."""
-    return unit_rows(left, "left") @ unit_rows(right, "right").T
+    left, right = unit_rows(left, "left"), unit_rows(right, "right")
+    with small_products(left.size * len(right)):
+        return left @ right.T
 
 
 def association_differences(items: np.ndarray, attr_a: np.ndarray, attr_b: np.ndarray) -> np.ndarray:
     """s(w, A, B) for every row w of ``items``."""
     _check_dims(items=items, A=attr_a, B=attr_b)
-    unit = unit_rows(items, "items")
-    return (unit @ unit_rows(attr_a, "A").T).mean(axis=1) - (unit @ unit_rows(attr_b, "B").T).mean(axis=1)
+    unit, unit_a, unit_b = unit_rows(items, "items"), unit_rows(attr_a, "A"), unit_rows(attr_b, "B")
+    with small_products(unit.size * (len(unit_a) + len(unit_b))):
+        return (unit @ unit_a.T).mean(axis=1) - (unit @ unit_b.T).mean(axis=1)
 
 
 def weat(targets_x: np.ndarray, targets_y: np.ndarray, attr_a: np.ndarray, attr_b: np.ndarray, *,

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import InputError
+from engine.faces.blas_threads import small_products
 
 Alternative = Literal["greater", "less", "two-sided"]
 ALTERNATIVES = ("greater", "less", "two-sided")
@@ -86,8 +87,10 @@ def permutation_test(values: np.ndarray, n_first: int, config: PermutationConfig
     hits = np.zeros(values.shape[0], dtype=np.int64)
     blocks = (_exact_sums(values, n_first, total) if exact
               else _sampled_sums(values, n_first, config.permutations - 1, config.seed))
-    for rows, sums in blocks:
-        hits[rows] += _count_extreme(sums, observed[rows], centre[rows], tolerance[rows], config.alternative)
+    with small_products(values.size * (total if exact else config.permutations)):
+        for rows, sums in blocks:
+            hits[rows] += _count_extreme(sums, observed[rows], centre[rows], tolerance[rows],
+                                         config.alternative)
     if exact:
         return PermutationResult(hits / total, "exact", total, config.alternative)
     return PermutationResult((hits + 1) / config.permutations, "sampled", config.permutations,
