@@ -82,8 +82,11 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
     storage.write_parquet(dirs["index"] / "faces.parquet", pl.DataFrame({"item_id": [0], "key": ["a.jpg"]}))
     skew = skew_frame(rng)
     storage.write_parquet(dirs["audit"] / "skew.parquet", skew)
-    storage.write_json(dirs["audit"] / "manifest.json", {"k": 100, "templates": ["a photo of a {word}"],
-                                                         "taxonomy": "sobit"})
+    storage.write_json(dirs["audit"] / "manifest.json", {
+        "kind": "audit", "k": 100, "seed": 0, "taxonomy": {"name": "sobit", "sha256": "0" * 64},
+        "index": {"name": "fairface-val", "manifest": {"model": {"name": "ViT-B-32", "pretrained": "openai"}}},
+        "templates": {"name": "sobit", "mode": "ensemble",
+                      "templates": [{"id": "0", "pos": "noun", "template": "a photo of {article} {word}"}]}})
     storage.write_json(dirs["audit"] / "summary.json", {"words": skew["word"].n_unique()})
     cooc = cooc_frame(skew, rng)
     storage.write_parquet(dirs["scan"] / "cooccurrence.parquet", cooc)

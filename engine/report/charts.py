@@ -105,7 +105,7 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], values: dict[tuple[str,
                          f"<title>{esc(row)} x {esc(column)}: {esc(shown or 'n/a')}{esc(unit)}"
                          f"</title></rect>")
             parts.append(_text(x + cell / 2 - 1, y + 15, shown, "middle", 11))
-    width = label_width + len(columns) * cell + 10
+    width = label_width + len(columns) * cell + 10 + 6 * max((len(c) for c in columns), default=0)  # slanted labels
     return _svg(width, header + len(rows) * 24 + 6, "".join(parts), label, "heatmap")
 
 

@@ -12,7 +12,7 @@ from engine.report.sections_retrieval import Section
 
 TOP_COOCCURRENCES = 5
 EXAMPLES_PER_PAIR = 3
-MAX_SCATTERS = 8
+MAX_SCATTERS = 24
 CAPTION_COLUMNS = ("caption", "text", "TEXT")
 URL_COLUMNS = ("url", "URL")
 Z_COLUMN = "log_odds_z"
@@ -85,7 +85,7 @@ def _scatters(links: pl.DataFrame, divergent: pl.DataFrame, min_mentions: int) -
     if "by_definition" in usable.columns:
         usable = usable.filter(~pl.col("by_definition"))
     figures = []
-    for (attribute, group), part in sorted(usable.partition_by("attribute", "group", as_dict=True).items()):
+    for (attribute, group), part in tables.by_attribute(usable, "group"):
         if len(figures) >= MAX_SCATTERS:
             break
         words = part.drop_nulls(["caption_log_ratio", "retrieval_log_ratio"]).unique(

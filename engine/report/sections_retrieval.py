@@ -52,7 +52,7 @@ def most_skewed(metrics: pl.DataFrame) -> str:
     columns += [(c, title) for c, title in DISPLAY_METRICS.items() if c in metrics.columns]
     formats = {"top_share": tables.percent, "top_base_rate": tables.percent}
     parts = []
-    for (attribute,), part in sorted(metrics.partition_by("attribute", as_dict=True).items()):
+    for (attribute,), part in tables.by_attribute(metrics):
         top = part.sort("kl", descending=True).group_by("category", maintain_order=True).head(
             TOP_PER_CATEGORY).sort("category", "kl", descending=[False, True])
         parts.append(f"<h3>{charts.esc(attribute)}</h3>")
@@ -65,7 +65,7 @@ def heatmaps(skew: pl.DataFrame) -> str:
     gap = skew.with_columns(gap=(pl.col("share") - pl.col("base_rate")) * 100)
     mean = gap.group_by("attribute", "category", "group").agg(pl.col("gap").mean())
     parts = []
-    for (attribute,), part in sorted(mean.partition_by("attribute", as_dict=True).items()):
+    for (attribute,), part in tables.by_attribute(mean):
         categories = sorted(part["category"].unique().to_list())
         groups = list(dict.fromkeys(skew.filter(pl.col("attribute") == attribute)["group"].to_list()))
         values = {(r["category"], r["group"]): r["gap"] for r in part.to_dicts()}
@@ -80,7 +80,7 @@ def composition(skew: pl.DataFrame, metrics: pl.DataFrame) -> str:
     """Per attribute and category: stacked group shares of the most skewed words vs base rates."""
     keys = [k for k in query_keys(skew) if k != "attribute"]
     parts = []
-    for (attribute,), part in sorted(skew.partition_by("attribute", as_dict=True).items()):
+    for (attribute,), part in tables.by_attribute(skew):
         groups = list(dict.fromkeys(part["group"].to_list()))  # the audit's display order
         colors = charts.group_colors(groups)
         base = dict(part.group_by("group").agg(pl.col("base_rate").first()).iter_rows())
@@ -100,15 +100,31 @@ def composition(skew: pl.DataFrame, metrics: pl.DataFrame) -> str:
     return "".join(parts)
 
 
+def _provenance_of(manifest: dict) -> list[tuple[str, object]]:
+    """Index, model, taxonomy and templates an audit ran with, from its manifest."""
+    def get(*path):
+        value = manifest
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    template_texts = [t.get("template") for t in get("templates", "templates") or [] if isinstance(t, dict)]
+    return [("index", get("index", "name")), ("model", get("index", "manifest", "model", "name")),
+            ("weights", get("index", "manifest", "model", "pretrained")),
+            ("taxonomy", get("taxonomy", "name")), ("template set", get("templates", "name")),
+            ("template mode", get("templates", "mode")), ("templates", " | ".join(filter(None, template_texts)))]
+
+
 def audit_sections(run: Run) -> list[Section]:
     skew = run.table("skew")
     if skew is None or skew.is_empty():
         return []
     metrics = word_metrics(skew)
     tag = f"audit-{run.label}"
-    summary = tables.key_values([("directory", str(run.path)), ("words", skew["word"].n_unique()),
-                                 ("attributes", ", ".join(sorted(skew["attribute"].unique()))),
-                                 ("k", metrics["k"].max()), ("categories", skew["category"].n_unique())])
+    summary = tables.key_values([("directory", str(run.path)), *_provenance_of(run.manifest),
+                                 ("words", skew["word"].n_unique()), ("categories", skew["category"].n_unique()),
+                                 ("attributes", ", ".join(a for (a,), _ in tables.by_attribute(skew))),
+                                 ("k", metrics["k"].max())])
     intro = ("<p>KL@k = sum over groups of p(g) ln(p(g) / base rate(g)) for the top-k retrieved faces; "
              "the audit's own metrics follow it (q: Benjamini-Hochberg over words, against random "
              "k-subsets of the index). Ranked by KL@k within each category.</p>")

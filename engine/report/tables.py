@@ -13,6 +13,20 @@ from engine.report.charts import esc
 Formatter = Callable[[object], str]
 
 
+ATTRIBUTE_ORDER = ("race", "race4", "gender", "age", "age3")  # then intersections, then the rest
+
+
+def by_attribute(frame: pl.DataFrame, *more: str) -> list[tuple[tuple, pl.DataFrame]]:
+    """``frame`` split by attribute (and ``more`` columns): race, gender, age first, as readers
+    look for them; intersections (``race*gender``) and other attributes after."""
+    def rank(item):
+        attribute = item[0][0]
+        known = ATTRIBUTE_ORDER.index(attribute) if attribute in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER)
+        return known, "*" in attribute, item[0]
+
+    return sorted(frame.partition_by("attribute", *more, as_dict=True).items(), key=rank)
+
+
 def number(value, digits: int = 3) -> str:
     if value is None:
         return ""
