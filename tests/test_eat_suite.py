@@ -66,6 +66,25 @@ def test_every_embedding_format_gives_the_same_vectors_and_result(tmp_path):
     assert all(row["method"] == "exact" and row["permutations"] == 924 for row in summary["tests"])
 
 
+def test_q_values_are_benjamini_hochberg_across_tests_and_within_each_sc_eat(tmp_path):
+    from scipy.stats import false_discovery_control
+
+    for name, vectors in planted_sets(seed=5).items():
+        np.save(tmp_path / f"{name}.npy", vectors)
+    np.save(tmp_path / "noise.npy", np.random.default_rng(9).normal(size=(6, 16)))
+    suite = write_suite(tmp_path / "s.csv", [["planted", "x.npy", "y.npy", "a.npy", "b.npy"],
+                                             ["null", "noise.npy", "y.npy", "a.npy", "b.npy"],
+                                             ["items-x", "x.npy", "", "a.npy", "b.npy"],
+                                             ["items-y", "y.npy", "", "a.npy", "b.npy"]])
+    run_suite(EatConfig(suite=suite, out_dir=tmp_path / "out"))
+    results = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    np.testing.assert_allclose(results["q"], false_discovery_control(results["p"].to_numpy()))
+    items = pl.read_parquet(tmp_path / "out" / "items.parquet")
+    for test in ("items-x", "items-y"):
+        one = items.filter(test=test)
+        np.testing.assert_allclose(one["q"], false_discovery_control(one["p"].to_numpy()))
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda p: pl.DataFrame({"0": [1.0], "1": [2.0], "3": [3.0]}).write_csv(p / "gap.csv") or "gap.csv",
      "exactly 0..d-1"),

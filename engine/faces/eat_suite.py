@@ -5,9 +5,10 @@ sets, each named as engine.faces.embedding_inputs describes (paths relative to t
 A row with an empty Y is an SC-EAT of every item of X against A and B. A set used by several
 tests is read or embedded once.
 
-Outputs (``out_dir``): ``results.parquet`` (one row per WEAT test, RESULT_COLUMNS),
-``items.parquet`` (one row per SC-EAT item, ITEM_COLUMNS), ``failures.parquet`` (unreadable
-images), ``summary.json`` and ``manifest.json``.
+Outputs (``out_dir``): ``results.parquet`` (one row per WEAT test, RESULT_COLUMNS and ``q``, the
+Benjamini-Hochberg q-value across the suite's tests), ``items.parquet`` (one row per SC-EAT item,
+ITEM_COLUMNS and ``q`` across the items of one test), ``failures.parquet`` (unreadable images),
+``summary.json`` and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ def run_tests(tests: list[SuiteTest], get_set, permutation: PermutationConfig,
             results.append(_result_row(test, result, (x, y, a, b)))
         else:
             items.extend(_item_rows(test, x, a, b, permutation))
-    return (pl.DataFrame(results, schema=RESULT_COLUMNS, orient="row"),
-            pl.DataFrame(items, schema=ITEM_COLUMNS, orient="row"))
+    results = pl.DataFrame(results, schema=RESULT_COLUMNS, orient="row")
+    items = pl.DataFrame(items, schema=ITEM_COLUMNS, orient="row")
+    return (results.with_columns(q=_benjamini_hochberg(results["p"])),
+            items.with_columns(q=_benjamini_hochberg(pl.col("p")).over("test")))
 
 
 def run_suite(config: EatConfig) -> dict:
@@ -141,6 +144,17 @@ def run_suite(config: EatConfig) -> dict:
         summary["files"] = write_run(config.out_dir, command="eat", tables=tables,
                                      summary=summary, manifest=manifest)
     return summary
+
+
+def _benjamini_hochberg(p):
+    """q-values (Benjamini-Hochberg) of a p-value Series, or the same as an expression per group."""
+    from scipy.stats import false_discovery_control
+
+    adjust = lambda values: pl.Series(false_discovery_control(values.to_numpy(), method="bh")  # noqa: E731
+                                      if len(values) else [], dtype=pl.Float64)
+    if isinstance(p, pl.Expr):
+        return p.map_batches(adjust, return_dtype=pl.Float64)
+    return adjust(p)
 
 
 def _warn_if_mixed(test: SuiteTest, sets: list[EmbeddingSet]) -> None:
