@@ -87,7 +87,8 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
         "index": {"name": "fairface-val", "manifest": {"model": {"name": "ViT-B-32", "pretrained": "openai"}}},
         "templates": {"name": "sobit", "mode": "ensemble",
                       "templates": [{"id": "0", "pos": "noun", "template": "a photo of {article} {word}"}]}})
-    storage.write_json(dirs["audit"] / "summary.json", {"words": skew["word"].n_unique()})
+    storage.write_json(dirs["audit"] / "summary.json", {"words": skew["word"].n_unique(), "alpha": 0.05, "overall": [
+        {"attribute": "gender", "template": "sobit", "queries": 12, "significant": 5}]})
     cooc = cooc_frame(skew, rng)
     storage.write_parquet(dirs["scan"] / "cooccurrence.parquet", cooc)
     storage.write_parquet(dirs["scan"] / "examples.parquet", examples_frame(cooc))

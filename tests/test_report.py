@@ -60,6 +60,8 @@ def test_full_report_has_every_section(runs):
     assert page.tags.count("svg") >= 2 + 2 + 6  # heat maps, bar charts, scatters
     joined = " ".join(page.texts)
     assert "a photo of {article} {word}" in joined and "fairface-val" in joined
+    assert "audit: 5 of 12 words retrieve a gender mix" in joined
+    assert re.search(r"provenance: caption skew vs retrieval skew, gender: Spearman [+-]\d", joined)
     assert "<summary>items (40 rows)</summary>" in text and "Results: eat (eat)" in joined
     for phrase in ("Perceived, not self-identified", "reconstruction", "English-only", "Kendall tau-b",
                    "ViT-B-32", "permutations", "index base rate"):

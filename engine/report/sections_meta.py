@@ -17,7 +17,40 @@ KIND_NAMES = {"index": "face index", "audit": "retrieval audit", "scan": "captio
 def overview(inputs: ReportInputs) -> Section:
     rows = [{"kind": KIND_NAMES[run.kind], "name": run.label, "directory": str(run.path),
              "created": run.manifest.get("created", "")} for run in inputs.runs]
-    return Section("overview", "Inputs", tables.html_table(rows))
+    findings = [line for run in inputs.runs for line in FINDINGS.get(run.kind, _none)(run)]
+    listed = "".join(f"<li>{charts.esc(line)}</li>" for line in findings)
+    body = (f"<h3>Key findings</h3><ul>{listed}</ul>" if listed else "") + tables.html_table(rows)
+    return Section("overview", "Overview", body)
+
+
+def _none(_run: Run) -> list[str]:
+    return []
+
+
+def _audit_findings(run: Run) -> list[str]:
+    rows = run.summary.get("overall")
+    rows = [r for r in rows if {"attribute", "significant", "queries"} <= set(r)] if isinstance(rows, list) else []
+    several = len({r.get("template") for r in rows}) > 1
+    return [f"{run.label}: {r['significant']} of {r['queries']} words retrieve a {r['attribute']} mix "
+            f"significantly different from the index (q < {run.summary.get('alpha', 0.05)})"
+            + (f" [{r.get('template')}]" if several else "") for r in rows]
+
+
+def _provenance_findings(run: Run) -> list[str]:
+    summary, lines = run.summary, []
+    for row in summary.get("overall_correlations", []):
+        if row.get("group") == "(all groups)" and row.get("spearman") is not None:
+            lines.append(f"{run.label}: caption skew vs retrieval skew, {row['attribute']}: Spearman "
+                         f"{row['spearman']:+.2f} [{tables.number(row.get('spearman_low'), 2)}, "
+                         f"{tables.number(row.get('spearman_high'), 2)}] over {row['n_words']} words")
+    divergent = summary.get("divergent", {})
+    if divergent:
+        lines.append(f"{run.label}: the model's skew exceeds its captions for {divergent.get('exceeds', 0)} "
+                     f"and contradicts them for {divergent.get('contradicts', 0)} word x attribute pairs")
+    return lines
+
+
+FINDINGS = {"audit": _audit_findings, "provenance": _provenance_findings}
 
 
 def index_section(run: Run) -> Section:
