@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,11 @@ def open_page(browser: Chromium, url: str) -> str:
     since = len(browser.events)
     browser.send("Page.navigate", {"url": url}, session)
     browser.wait_event("Page.loadEventFired", session, since)
+    check = f"document.readyState === 'complete' && location.href === {json.dumps(url)}"
+    deadline = time.monotonic() + 20
+    while not evaluate(browser, session, check):  # a late event of the blank page must not fool us
+        assert time.monotonic() < deadline, f"{url} did not finish loading"
+        time.sleep(0.05)
     return session
 
 
