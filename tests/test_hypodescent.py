@@ -165,9 +165,30 @@ def test_hypodescent_job_end_to_end_with_the_tiny_model(tmp_path, capsys):
     assert pl.read_parquet(out / "failures.parquet")["image"][0].endswith("001/2.png")
     chart = ET.parse(out / "chart_black_to_white.svg").getroot()
     assert chart.tag.endswith("svg") and "Hypodescent: Black to White" in ET.tostring(chart, encoding="unicode")
+    assert not (out / ".partial").exists()  # the resumable shards are gone once outputs are written
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["prompts"]["labels"]["person"] == "a photo of a person"
     assert set(manifest["files"]) >= {"images.parquet", "chart_asian_to_white.svg", "summary.json"}
+
+
+def test_image_embedding_resumes_from_finished_shards(tmp_path):
+    from engine.faces.shard_embedding import embed_images
+    from tests.helpers_index import make_images, tiny_spec
+
+    images = make_images(tmp_path / "img", 5)
+    (tmp_path / "img" / "broken.png").write_bytes(b"not an image")
+    images.append(str(tmp_path / "img" / "broken.png"))
+    first = embed_images(images, tiny_spec(), tmp_path / "work", device="cpu", shard_size=2, progress=False)
+    assert first.resumed == 0 and first.vectors.shape[0] == 5 and list(first.failed) == [5]
+    # a crash after two of three shards: the last shard's outputs are missing
+    (first.work_dir / "shard-00002_stats.json").unlink()
+    (first.work_dir / "shard-00002.npy").unlink()
+    again = embed_images(images, tiny_spec(), tmp_path / "work", device="cpu", shard_size=2, progress=False)
+    assert again.resumed == 2 and again.work_dir == first.work_dir
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    assert again.failed == first.failed
+    other = embed_images(images[:4], tiny_spec(), tmp_path / "work", device="cpu", shard_size=2, progress=False)
+    assert other.resumed == 0 and other.work_dir != first.work_dir
 
 
 def test_hypodescent_without_a_model_is_a_clear_error(tmp_path, capsys):

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--only-labels", action="store_true", help="use only the --label values")
     parser.add_argument("--race-label", action="append", default=[], metavar="GROUP",
                         help="a further race prompt for the argmax, beside the data's groups (repeatable)")
+    parser.add_argument("--shard-size", type=int, default=1024,
+                        help="images per resumable embedding shard (default %(default)s)")
     options.add_model_options(parser)
     options.add_out_option(parser, "hypodescent")
     add_common(parser)
@@ -42,7 +44,8 @@ def run(args) -> dict:
     config = HypodescentConfig(morphs=args.morphs, model=spec,
                                out_dir=options.out_dir(args, "hypodescent", args.morphs.stem),
                                template=args.template, labels=labels,
-                               race_labels=tuple(args.race_label), device=args.device)
+                               race_labels=tuple(args.race_label), device=args.device,
+                               shard_size=args.shard_size, progress=not args.json)
     return run_hypodescent(config)
 
 

@@ -3,12 +3,15 @@ analysis (engine.faces.hypodescent), write its tables and one SVG chart per pair
 
 Outputs (``out_dir``): ``images.parquet`` (one row per morph image), ``steps.parquet`` (per pair
 and step), ``pairs.parquet`` (per pair), ``failures.parquet`` (unreadable images),
-``chart_<source>_to_<target>.svg``, ``summary.json``, ``manifest.json``.
+``chart_<source>_to_<target>.svg``, ``summary.json``, ``manifest.json``. The images are
+embedded in resumable shards (engine.faces.shard_embedding) under ``out_dir/.partial/``: an
+interrupted run, rerun the same way, embeds only what is missing.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from engine.faces.valence_words import PLEASANT, UNPLEASANT
 
 log = logging.getLogger(__name__)
 
+PARTIAL_DIR = ".partial"  # resumable image embedding shards, removed once the outputs are written
+
 
 @dataclass(frozen=True)
 class HypodescentConfig:
@@ -32,10 +37,14 @@ class HypodescentConfig:
     labels: tuple[str, ...] = hd.DEFAULT_LABELS
     race_labels: tuple[str, ...] = ()  # more race prompts for the argmax, beside the data's groups
     device: str = "auto"
+    shard_size: int = 1024  # images per resumable embedding shard
+    progress: bool = True
 
     def __post_init__(self):
         if "{word}" not in self.template:
             raise InputError(f"template {self.template!r} needs {{word}} where the label goes")
+        if self.shard_size < 1:
+            raise InputError(f"shard_size must be at least 1, not {self.shard_size}")
         if not self.labels:
             raise InputError("give at least one label (e.g. multiracial, person)")
         slugs = [hd.column_slug(label) for label in self.labels]
@@ -44,12 +53,13 @@ class HypodescentConfig:
 
 
 def run_hypodescent(config: HypodescentConfig) -> dict:
-    from engine.faces.embed import Encoder
     from engine.faces.morphs import read_morphs
+    from engine.faces.shard_embedding import embed_images
 
     morphs = read_morphs(config.morphs)
-    encoder = Encoder.load(config.model, device=config.device)
-    vectors, failed = encoder.encode_image_refs(morphs["image"].to_list())
+    embedded = embed_images(morphs["image"].to_list(), config.model, config.out_dir / PARTIAL_DIR,
+                            device=config.device, shard_size=config.shard_size, progress=config.progress)
+    encoder, vectors, failed = embedded.encoder, embedded.vectors, sorted(embedded.failed.items())
     failures = pl.DataFrame({"image": [morphs["image"][p] for p, _ in failed],
                              "reason": [r for _, r in failed]}, schema={"image": pl.Utf8, "reason": pl.Utf8})
     if failed:
@@ -73,6 +83,8 @@ def run_hypodescent(config: HypodescentConfig) -> dict:
                                  manifest=manifest, files=charts,
                                  tables={"images": scored, "steps": steps, "pairs": pairs,
                                          "failures": failures})
+    summary["resumed_shards"] = embedded.resumed
+    shutil.rmtree(config.out_dir / PARTIAL_DIR, ignore_errors=True)
     return summary
 
 
