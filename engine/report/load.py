@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 KINDS = {
     "provenance": (("links.parquet", "words.parquet"),
                    ("links", "words", "correlations", "divergent")),
-    "audit": (("skew.parquet",), ("skew", "prompts")),
-    "scan": (("cooccurrence.parquet",), ("cooccurrence", "examples", "terms")),
+    "audit": (("skew.parquet",), ("skew",)),
+    "scan": (("cooccurrence.parquet",), ("cooccurrence", "examples")),
     "index": (("faces.parquet", "manifest.json"), ()),
 }
 ORDER = ("index", "audit", "scan", "provenance", "results")
