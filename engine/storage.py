@@ -33,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _default_mode(0o666))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -47,6 +48,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -57,6 +59,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _default_mode(base: int) -> int:
+    """The mode a plain open()/mkdir() would give (mkstemp/mkdtemp make private 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
