@@ -59,6 +59,18 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     assert np.isnan(bootstrap_auc(a, b, BootstrapConfig(resamples=0))[0])
 
 
+def test_resamples_are_stratified_by_group_and_skip_unlabelled_faces():
+    from engine.faces.ranking import _stratified_weights
+
+    codes = np.array([0, 0, 0, 1, 1, -1, 2, 0])
+    weights = _stratified_weights(codes, 400, np.random.default_rng(5)).astype(int)
+    for group in (0, 1, 2):
+        assert (weights[:, codes == group].sum(axis=1) == (codes == group).sum()).all()
+    assert (weights[:, codes == -1] == 0).all()
+    # each face of a group of 4 is drawn 4 * 1/4 = 1 time on average
+    assert weights[:, codes == 0].mean() == pytest.approx(1.0, abs=0.1)
+
+
 def test_ranking_table_finds_a_planted_ordering_and_skips_unlabelled_faces():
     groups = ["a", "b", "c", None, "a", "b", "c", None]
     scores = np.array([[3.0, 2.0, 1.0, 9.0, 3.5, 2.5, 1.5, -9.0],   # a > b > c
