@@ -66,6 +66,8 @@ class EatConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        if self.unequal not in ("error", "resplit"):
+            raise InputError(f"unequal must be 'error' or 'resplit', not {self.unequal!r}")
         if "{}" not in self.text_template:
             raise InputError(f"text template {self.text_template!r} needs a {{}} for the word")
 

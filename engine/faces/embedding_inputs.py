@@ -230,7 +230,7 @@ def _filter_mask(faces: pl.DataFrame, filters: dict[str, list[str]], spec: str) 
 
 def _embed_images(spec: str, references: list[str], ids: pl.DataFrame, origin: dict,
                   encoder: Callable) -> EmbeddingSet:
-    vectors, failed = encoder().encode_image_refs(references)
+    vectors, failed = encoder().encode_image_refs(references, progress=len(references) > _PROGRESS_FROM)
     bad = {position for position, _ in failed}
     failures = pl.DataFrame({"item": [references[p] for p, _ in failed],
                              "reason": [reason for _, reason in failed]}, schema=_FAILURE_SCHEMA)
@@ -254,6 +254,7 @@ def _resolve(location: str, base_dir: Path) -> Path:
 
 
 _FAILURE_SCHEMA = {"item": pl.Utf8, "reason": pl.Utf8}
+_PROGRESS_FROM = 500  # images: show a progress bar for sets larger than this
 
 
 def _no_failures() -> pl.DataFrame:
