@@ -94,9 +94,11 @@ class AuditResult:
         return metrics_table(self.skew)
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write every output into ``out_dir``, each file atomically, the manifest last."""
+        """Write every output into ``out_dir``, each file atomically, the manifest last: a
+        directory without manifest.json holds no finished audit (an old one is removed first)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / storage.MANIFEST_NAME).unlink(missing_ok=True)
         for name, file in TABLES.items():
             storage.write_parquet(out_dir / file, getattr(self, name))
         storage.write_npy(out_dir / "prompt_embeddings.npy", self.prompt_embeddings)
