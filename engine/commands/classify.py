@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--phrases", type=Path, help="CSV attribute,group,phrase: how groups read in prompts")
     parser.add_argument("--no-harm", action="store_true", help="skip the crime/non-human label run")
     parser.add_argument("--harm-template", default=zs.HARM_TEMPLATE, help="template of the harm run")
+    parser.add_argument("--joint", action="append", metavar="ATTR",
+                        help="attributes whose groups combine into the harm run's face classes "
+                             f"(repeatable; default {' and '.join(zs.JOINT_ATTRIBUTES)})")
     parser.add_argument("--crime-label", action="append", metavar="LABEL",
                         help=f"crime-related class (repeatable; default {', '.join(zs.CRIME_LABELS)})")
     parser.add_argument("--non-human-label", action="append", metavar="LABEL",
@@ -44,7 +47,7 @@ def run(args) -> dict:
         index=args.name, out_dir=options.out_dir(args, "classify", Path(args.name).name),
         indexes_dir=args.indexes_dir, attributes=tuple(args.attribute),
         templates=tuple(args.template) or zs.DEFAULT_TEMPLATES, harm=not args.no_harm,
-        harm_template=args.harm_template, crime_labels=tuple(args.crime_label or zs.CRIME_LABELS),
+        harm_template=args.harm_template, joint=tuple(args.joint or zs.JOINT_ATTRIBUTES), crime_labels=tuple(args.crime_label or zs.CRIME_LABELS),
         non_human_labels=tuple(args.non_human_label or zs.NON_HUMAN_LABELS), phrases=args.phrases,
         device=args.device)
     return run_classify(config)
