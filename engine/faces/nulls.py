@@ -82,13 +82,14 @@ def compositions(k: int, sizes: np.ndarray) -> np.ndarray:
 
 
 def log_comb(n, r) -> np.ndarray:
-    """ln C(n, r), elementwise; -inf where r < 0 or r > n."""
-    from scipy import special
-
-    n, r = np.asarray(n, dtype=np.float64), np.asarray(r, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        value = special.gammaln(n + 1) - special.gammaln(r + 1) - special.gammaln(n - r + 1)
-    return np.where((r < 0) | (r > n), -np.inf, value)
+    """ln C(n, r) for integer arrays, elementwise; -inf where r < 0 or r > n. ``math.lgamma`` runs
+    once per distinct argument (counts and group sizes repeat a lot), so no scipy import is needed."""
+    n, r = np.broadcast_arrays(np.asarray(n, dtype=np.int64), np.asarray(r, dtype=np.int64))
+    valid = (r >= 0) & (r <= n)
+    arguments = np.stack([n + 1, np.where(valid, r, 0) + 1, np.where(valid, n - r, 0) + 1])
+    distinct, inverse = np.unique(arguments, return_inverse=True)
+    lgamma = np.array([math.lgamma(x) for x in distinct.tolist()])[inverse.reshape(arguments.shape)]
+    return np.where(valid, lgamma[0] - lgamma[1] - lgamma[2], -np.inf)
 
 
 def log_multivariate_hypergeom(counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -158,7 +158,7 @@ def casc(queries: np.ndarray, moments: ItemMoments) -> np.ndarray:
     n = sizes.sum()
     inside = q @ moments.group_sums.T  # (q, G) sums of cosines
     total = inside.sum(axis=1, keepdims=True)
-    variance = ((q @ moments.covariance) * q).sum(axis=1)
+    variance = ((q @ moments.covariance) * q).sum(axis=1)  # var of cos over labelled items
     std = np.sqrt(np.maximum(variance, 0.0))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_in = inside / sizes
