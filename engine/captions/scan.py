@@ -3,7 +3,7 @@
 Flow: discover the source files (engine.captions.shards) -> register them in the database
 (engine.captions.store; files already done and unchanged are skipped) -> run the per-shard map
 (engine.captions.count.scan_task) through the shard runner (engine.batch: local process pool or
-Ray) in rounds of ``ROUND_SHARDS`` files -> ingest each finished shard into the database in its
+Ray) in rounds of ``round_files`` files -> ingest each finished shard into the database in its
 own transaction -> reduce the database into the output directory (engine.captions.outputs).
 
 Interrupting a scan loses at most the shards of the current round that were not yet staged: a
@@ -25,7 +25,7 @@ from engine.errors import InputError
 
 log = logging.getLogger(__name__)
 
-ROUND_SHARDS = 256  # files per round of map + ingest: bounds the staged data on disk
+ROUND_FILES = 256  # files per round of map + ingest: bounds the staged data on disk
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ScanConfig:
     examples_per_pair: int = 3
     prior_scale: float = DEFAULT_PRIOR_SCALE
     progress: bool = True
+    round_files: int = ROUND_FILES  # files mapped before their results are ingested
 
     def __post_init__(self):
         if not self.sources:
@@ -49,6 +50,8 @@ class ScanConfig:
             raise InputError(f"--workers must be 0 (one per CPU) or more, not {self.workers}")
         if self.examples_per_pair < 0:
             raise InputError(f"--examples must be 0 or more, not {self.examples_per_pair}")
+        if self.round_files < 1:
+            raise InputError(f"round_files must be positive, not {self.round_files}")
         if not self.prior_scale > 0:
             raise InputError(f"--prior-scale must be positive, not {self.prior_scale}")
 
@@ -104,8 +107,8 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
     staging = staging_dir(config.db)
     workers = config.workers or os.cpu_count() or 1
     statuses: dict[str, int] = {}
-    for start in range(0, len(todo), ROUND_SHARDS):
-        round_ = todo[start:start + ROUND_SHARDS]
+    for start in range(0, len(todo), config.round_files):
+        round_ = todo[start:start + config.round_files]
         tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled)) for shard_id, source in round_]
         for task, (_, source) in zip(tasks, round_):
             count.drop_stale(staging, task.shard_id, source)

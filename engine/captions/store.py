@@ -64,6 +64,8 @@ def connect(path: str | Path, *, read_only: bool = False):
     path = Path(path)
     if read_only and not path.exists():
         raise InputError(f"database {path} does not exist; create it with `vlaudit scan ... --db {path}`")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:

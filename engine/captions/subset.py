@@ -3,7 +3,7 @@
 Selects the captions of a scan database that contain a taxonomy word (and, optionally, a group
 term of one variant), reads their URLs back from the source files (the scan reads only
 captions), and writes a parquet with ``url`` and ``caption`` first — the layout img2dataset
-reads — plus ``key``, ``source`` and ``row``. ``download`` runs img2dataset on it with
+reads — plus ``source_key`` (the caption's key in its source), ``source`` and ``row``. ``download`` runs img2dataset on it with
 webdataset output, so the images can be indexed and audited with the face tools.
 """
 
@@ -61,7 +61,8 @@ def run_subset(config: SubsetConfig) -> dict:
         con.close()
     with_urls = attach_urls(rows)
     table = with_urls.filter(pl.col("url").is_not_null()).unique("url", keep="first", maintain_order=True)
-    storage.write_parquet(config.out, table.select("url", "caption", "key", "source", "row"))
+    table = table.rename({"key": "source_key"})  # img2dataset reserves "key" for its own
+    storage.write_parquet(config.out, table.select("url", "caption", "source_key", "source", "row"))
     result = {"word": word, "group": config.group, "variant": config.variant, "out": config.out,
               "captions": rows.height, "without_url": with_urls["url"].null_count(),
               "duplicate_urls": with_urls["url"].drop_nulls().len() - table.height,
@@ -105,11 +106,11 @@ def resolve_group(con, text: str, variant: str) -> int:
 
 
 def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
-    arrow = con.execute(
+    arrow = con.sql(
         'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row", c.key, c.caption '
         "FROM captions c JOIN shards s USING (shard_id) WHERE s.status = 'done' "
         "AND list_contains(c.term_ids, ?) AND (? IS NULL OR list_contains(c.term_ids, ?)) "
-        'ORDER BY s.path, c."row"', [word_id, group_id, group_id]).to_arrow_table()
+        'ORDER BY s.path, c."row"', params=[word_id, group_id, group_id]).to_arrow_table()
     return pl.from_arrow(arrow)
 
 
@@ -175,7 +176,7 @@ def download(config: SubsetConfig, n_urls: int) -> dict:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     img2dataset.download(
         url_list=config.out, input_format="parquet", url_col="url", caption_col="caption",
-        save_additional_columns=["key", "source", "row"], output_format="webdataset",
+        save_additional_columns=["source_key", "source", "row"], output_format="webdataset",
         output_folder=config.download, image_size=config.image_size, resize_mode="keep_ratio",
         processes_count=config.processes, thread_count=config.threads, enable_wandb=False)
     totals = {"output_folder": config.download, "count": 0, "successes": 0, "failed": 0}

@@ -1,0 +1,164 @@
+"""The compiled matcher against the independent Python oracle (tests/helpers_captions.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from engine.captions.matcher import Counts, Matcher, distinct_estimate, token_hash
+from engine.captions.terms import build_terms
+from helpers_captions import lexicon_csv, oracle_counts
+from taxonomy.lexicon import load_lexicon
+
+WORDS = pl.DataFrame({
+    "category": ["occupation", "occupation", "occupation", "behavioral", "appearance", "occupation"],
+    "word": ["nurse", "Police Officer", "delivery man", "well-spoken", "old", "CEO"],
+    "pos": ["noun", "noun", "noun", "adjective", "adjective", "noun"]})
+LEXICON_ROWS = [
+    ("context", "person", "woman", "noun", 0, ""), ("context", "person", "man", "noun", 0, ""),
+    ("context", "person", "person", "noun", 0, ""),
+    ("race", "black", "black", "adjective", 1, "person"), ("race", "black", "african american", "noun", 0, ""),
+    ("race", "white", "white", "adjective", 1, "person"),
+    ("gender", "female", "woman", "noun", 0, ""), ("gender", "female", "she", "pronoun", 1, ""),
+    ("gender", "male", "man", "noun", 0, ""), ("age", "old", "old", "adjective", 1, "person"),
+]
+VOCABULARY = ["nurse", "nurses", "Nurse's", "police", "officer", "officers", "delivery", "man", "men",
+              "MEN", "woman", "Women", "womanly", "Germany", "human", "black", "Black", "white",
+              "african", "American", "african-american", "well", "spoken", "WELL-SPOKEN", "old",
+              "person", "people", "she", "CEO", "ceos", "the", "a", "photo", "of", "in", "dress",
+              "shoes", "car", "café", "ΟΔΟΣ", "東京", "2020", "🙂", "it's", "new"]
+SEPARATORS = [" ", "  ", ", ", "-", "/", "\n", "...", "_", "'", " — ", "\u00a0", ""]
+
+
+@pytest.fixture(scope="module")
+def termset(tmp_path_factory):
+    lexicon = load_lexicon(str(lexicon_csv(tmp_path_factory.mktemp("lex") / "lex.csv", LEXICON_ROWS)))
+    return build_terms(WORDS, lexicon)
+
+
+def random_captions(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    captions = []
+    for _ in range(n):
+        words = rng.choice(VOCABULARY, size=rng.integers(0, 12))
+        seps = rng.choice(SEPARATORS, size=len(words))
+        captions.append("".join(w + s for w, s in zip(words, seps)))
+    return captions
+
+
+def scan(termset, captions, batches=1) -> tuple[Counts, list]:
+    matcher = Matcher(termset.compile())
+    matched = []
+    for part in np.array_split(np.arange(len(captions)), batches):
+        column = pa.array([captions[i] for i in part], pa.large_string())
+        found = matcher.scan(column)
+        lists = found.term_lists().to_pylist()
+        matched += [(int(part[r]), int(h), sorted(t)) for r, h, t in zip(found.rows, found.caption_hash, lists)]
+    return matcher.counts, matched
+
+
+def as_arrays(termset, oracle) -> dict[str, np.ndarray]:
+    n_forms, n_terms, n_words = termset.forms.height, termset.terms.height, termset.n_words
+    forms, terms = np.zeros(n_forms, np.int64), np.zeros(n_terms, np.int64)
+    pairs = np.zeros((n_words, n_terms - n_words), np.int64)
+    for f, n in oracle["forms"].items():
+        forms[f] = n
+    for t, n in oracle["terms"].items():
+        terms[t] = n
+    for (w, g), n in oracle["pairs"].items():
+        pairs[w, g - n_words] = n
+    return {"n_form": forms, "n_term": terms, "n_pair": pairs}
+
+
+@pytest.mark.parametrize("seed, batches", [(0, 1), (1, 3)])
+def test_counts_equal_the_oracle_on_random_captions(termset, seed, batches):
+    captions = random_captions(3000, seed)
+    counts, matched = scan(termset, captions, batches)
+    oracle = oracle_counts(captions, termset)
+    expected = as_arrays(termset, oracle)
+    assert counts.n_captions == len(captions)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(getattr(counts, name), array, err_msg=name)
+    assert expected["n_pair"].sum() > 100  # the corpus does plant co-occurrences
+    n_words = termset.n_words
+    with_word = [(i, sorted(terms)) for i, terms in enumerate(oracle["captions"])
+                 if any(t < n_words for t in terms)]
+    assert [(m[0], m[2]) for m in matched] == with_word
+
+
+def term_names(termset, caption) -> set[str]:
+    counts, _ = scan(termset, [caption])
+    names = set()
+    for row in termset.terms.filter(pl.Series(counts.n_term > 0)).iter_rows(named=True):
+        names.add(row["word"] or f"{row['group']}:{row['variant'][0]}")
+    return names
+
+
+@pytest.mark.parametrize("caption, expected", [
+    ("Woman in a red dress", {"female:u", "female:w"}),
+    ("womanly shoes for Germany's human-made cars", set()),  # no "man" inside other words
+    ("MEN, women & the police officers", {"male:u", "male:w", "female:u", "female:w", "Police Officer"}),
+    ("black dress, white shoes", {"black:w", "white:w"}),  # colours: only with ambiguous words
+    ("a Black woman and an old man", {"black:u", "black:w", "female:u", "female:w", "male:u",
+                                      "male:w", "old", "old:u", "old:w"}),
+    ("African-American nurse", {"black:u", "black:w", "nurse"}),
+    ("well\u00a0spoken, she said", {"well-spoken", "female:w"}),
+    ("deliverymen", set()),  # one token, not "delivery men"
+    ("delivery men", {"delivery man", "male:u", "male:w"}),
+    ("CEOs meet", {"CEO"}),
+    ("nurse nurse NURSE", {"nurse"}),  # a caption counts once per term
+])
+def test_planted_captions(termset, caption, expected):
+    assert term_names(termset, caption) == expected
+
+
+def test_nulls_empty_and_invalid_utf8_bytes_do_not_break_the_scan(termset):
+    column = pa.array([None, "", "nurse", None, "a black man"], pa.large_string())
+    counts, matched = Matcher(termset.compile()), None
+    found = counts.scan(column)
+    assert counts.counts.n_captions == 5 and list(found.rows) == [2]
+    # bytes that are not UTF-8 inside an Arrow buffer are separators, never a crash
+    raw = b"nurse\xff\xfeman\xc3"
+    column = pa.Array.from_buffers(pa.large_string(), 1, [None, pa.py_buffer(np.array([0, len(raw)], np.int64)),
+                                                        pa.py_buffer(raw)])
+    matcher = Matcher(termset.compile())
+    found = matcher.scan(column)
+    assert list(found.rows) == [0]
+    assert matcher.counts.n_term[found.terms].all()
+
+
+def test_a_long_caption_and_output_growth(termset):
+    captions = ["nurse " * 5000 + "woman", *(["a nurse and a man"] * 5000)]
+    counts, matched = scan(termset, captions)
+    assert len(matched) == 5001 and counts.n_pair.sum() == 2 * 5001  # two variants of each group
+
+
+def test_the_python_token_hash_is_the_kernel_hash():
+    from engine.captions.kernel import token_hash as kernel_hash
+
+    for token in ["a", "nurse", "exactly8", "ninebytes", "東京", "x" * 40]:
+        data = token.encode("utf-8")
+        buf = np.zeros(64, np.uint8)
+        buf[:len(data)] = np.frombuffer(data, np.uint8)
+        assert int(kernel_hash(buf.view(np.uint64), len(data))) == token_hash(data)
+
+
+def test_distinct_estimate_is_close_for_known_cardinalities(termset):
+    for distinct in (50, 20000):
+        captions = [f"caption number {i % distinct}" for i in range(40000)]
+        counts, _ = scan(termset, captions)
+        estimate = distinct_estimate(counts.sketch)
+        assert abs(estimate - distinct) / distinct < 0.03
+
+
+def test_counts_add_across_shards(termset):
+    captions = random_captions(400, 5)
+    whole, _ = scan(termset, captions)
+    left, _ = scan(termset, captions[:150])
+    right, _ = scan(termset, captions[150:])
+    merged = left + right
+    for name in ("n_form", "n_term", "n_pair", "sketch"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+    assert merged.n_captions == whole.n_captions

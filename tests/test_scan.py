@@ -1,0 +1,160 @@
+"""``vlaudit scan`` end to end: every source kind, counts against the oracle, rescans, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.captions.scan import run_scan
+from engine.cli import main
+from engine.errors import InputError
+from helpers_captions import (assert_matches_oracle, cooccurrence, laion_parquet, scan_config as config,
+                              taxonomy_csv, webdataset_tar)
+
+CAPTIONS_A = ["A Black woman, the nurse!", "black dress for a nurse", "the nurses and their men",
+              "Police officers: two MEN and a woman", "woman", "a caring nurse", "human resources",
+              "white man with an old woman", "Nurse's day", "a Black woman, the nurse!", None]
+CAPTIONS_B = ["surgeon and nurse, both women", "a doctor; an old man", "DOCTOR-WOMAN",
+              "young women doctors", "germany's manpower", "a caring doctor"]
+LINES = ["the doctor is a woman", "", "nurses (men)", "  ", "an elderly nurse\r", "sexy nurse costume"]
+
+
+def test_mixed_sources_are_counted_like_the_oracle(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    laion_parquet(data / "part-0.parquet", CAPTIONS_A)
+    laion_parquet(data / "rerelease.parquet", CAPTIONS_B, column="caption", url_column="url")
+    (data / "captions.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    webdataset_tar(data / "shard.tar", [
+        {"txt": "a nurse and a man".encode(), "jpg": b"\xff\xd8 not decoded"},
+        {"json": json.dumps({"caption": "woman doctor", "url": "http://x/1"}).encode()},
+        {"json": b"{}"}, {"jpg": b"no caption"}, {"txt": b"caf\xe9 nurse"}])
+    (data / "notes.md").write_text("not a caption source")
+    manifest = run_scan(config(tmp_path, [data, data / "*.parquet"], workers=2))
+    captions = [c or "" for c in CAPTIONS_A] + CAPTIONS_B + [line.rstrip("\r") for line in LINES
+                                                            if line.strip()]
+    captions += ["a nurse and a man", "woman doctor"]
+    assert manifest["counts"]["n_captions"] == len(captions)
+    assert_matches_oracle(tmp_path / "out", captions)
+    shards = pl.read_parquet(tmp_path / "out" / "shards.parquet")
+    assert shards["status"].to_list() == ["done"] * 4
+    tar = shards.filter(pl.col("kind") == "webdataset").row(0, named=True)
+    assert (tar["rows_total"], tar["rows"], tar["samples_skipped"]) == (5, 2, 3)
+    assert manifest["counts"]["skipped_by_reason"] == {
+        "json without caption": 1, "no txt or json member": 1, "caption member is not UTF-8": 1,
+        "blank line": 2}
+    assert manifest["sources"]["ignored"] == []  # the directory walk keeps caption files only
+
+
+def test_the_ambiguous_colour_word_counts_only_in_the_variant_with_ambiguous_words(tmp_path):
+    laion_parquet(tmp_path / "c.parquet", ["black dress nurse", "black woman nurse", "white nurse shoes"])
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+    strict, loose = (cooccurrence(tmp_path / "out", v).filter(word="nurse", axis="race")
+                     for v in ("unambiguous", "with_ambiguous"))
+    assert dict(strict.select("group", "n_both").iter_rows())["black"] == 1
+    assert dict(loose.select("group", "n_both").iter_rows())["black"] == 2
+    assert dict(loose.select("group", "n_both").iter_rows())["white"] == 1
+    assert dict(strict.select("group", "n_both").iter_rows())["white"] == 0
+
+
+def test_broken_files_are_recorded_and_the_rest_go_on_then_retried(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    laion_parquet(data / "good.parquet", CAPTIONS_B)
+    webdataset_tar(data / "full.tar", [{"txt": f"nurse {i} woman".encode()} for i in range(40)])
+    whole = (data / "full.tar").read_bytes()
+    (data / "cut.tar").write_bytes(whole[:len(whole) // 2])
+    (data / "corrupt.parquet").write_bytes(b"PAR1" + b"\x00garbage" * 50 + b"PAR1")
+    (data / "latin1.txt").write_bytes("a nurse\ncaf\xe9 woman\n".encode("latin-1"))
+    manifest = run_scan(config(tmp_path, [data]))
+    status = dict(pl.read_parquet(tmp_path / "out" / "shards.parquet").select(
+        pl.col("path").str.extract(r"([^/]+)$"), "status").iter_rows())
+    assert status == {"corrupt.parquet": "failed", "cut.tar": "failed", "full.tar": "done",
+                      "good.parquet": "done", "latin1.txt": "failed"}
+    errors = {Path(f["path"]).name: f["error"] for f in manifest["failed"]}
+    assert "truncated tar" in errors["cut.tar"] and "invalid UTF-8" in errors["latin1.txt"]
+    assert manifest["counts"]["n_captions"] == len(CAPTIONS_B) + 40
+    (data / "cut.tar").write_bytes(whole)  # fixed: the rescan retries only the failed files
+    (data / "corrupt.parquet").unlink()
+    (data / "latin1.txt").write_text("a nurse\ncafé woman\n", encoding="utf-8")
+    manifest = run_scan(config(tmp_path, [data]))
+    assert manifest["sources"]["scanned_now"] == {"done": 1, "duplicate": 1}  # cut.tar == full.tar now
+    assert manifest["counts"]["n_captions"] == len(CAPTIONS_B) + 40 + 2
+    assert manifest["duplicates"]["duplicate_files"][0]["path"].endswith("full.tar") or \
+        manifest["duplicates"]["duplicate_files"][0]["path"].endswith("cut.tar")
+
+
+def test_rescans_skip_finished_files_pick_up_new_and_changed_ones(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    laion_parquet(data / "a.parquet", CAPTIONS_A)
+    first = run_scan(config(tmp_path, [data / "*.parquet"]))
+    assert first["sources"]["scanned_now"] == {"done": 1}
+    laion_parquet(data / "b.parquet", CAPTIONS_B)
+    shutil.copy(data / "a.parquet", data / "a-copy.parquet")
+    second = run_scan(config(tmp_path, [data / "*.parquet"]))
+    assert second["sources"]["scanned_now"] == {"done": 1, "duplicate": 1}
+    captions = [c or "" for c in CAPTIONS_A] + CAPTIONS_B
+    assert_matches_oracle(tmp_path / "out", captions)
+    laion_parquet(data / "b.parquet", CAPTIONS_B[:2])  # rewritten: scanned again, old counts gone
+    third = run_scan(config(tmp_path, [data / "*.parquet"]))
+    assert third["sources"]["scanned_now"] == {"done": 1}
+    assert_matches_oracle(tmp_path / "out", [c or "" for c in CAPTIONS_A] + CAPTIONS_B[:2])
+    assert run_scan(config(tmp_path, [data / "*.parquet"]))["sources"]["scanned_now"] == {}
+
+
+def test_a_database_keeps_one_term_configuration(tmp_path):
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_B)
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+    with pytest.raises(InputError, match="holds counts for other terms"):
+        run_scan(config(tmp_path, [tmp_path / "c.parquet"], exact_forms=True))
+
+
+@pytest.mark.parametrize("sources, message", [
+    (["absent.parquet"], "does not exist"), (["*.nothing"], "no files match"),
+    (["notes.md"], "is not a caption source")])
+def test_bad_source_arguments_are_clear_errors(tmp_path, monkeypatch, sources, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(InputError, match=message):
+        run_scan(config(tmp_path, sources))
+
+
+def test_an_output_directory_of_something_else_is_refused(tmp_path):
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_B)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an earlier scan output"):
+        run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+    assert (tmp_path / "out" / "precious.txt").exists()
+
+
+def test_user_terms_with_quotes_and_sql_are_data_not_sql(tmp_path):
+    taxonomy = taxonomy_csv(tmp_path / "words.csv", [("odd", "o'reilly", "noun"),
+                                                     ("odd", "x; DROP TABLE shards", "noun")])
+    lexicon = tmp_path / "lex.csv"
+    lexicon.write_text('axis,group,term\ngender,"f\'); DROP TABLE captions; --",woman\n', encoding="utf-8")
+    laion_parquet(tmp_path / "c.parquet", ["O'Reilly and a woman", "x; drop table shards woman"])
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"], taxonomy=str(taxonomy), lexicon=str(lexicon)))
+    table = cooccurrence(tmp_path / "out")
+    assert set(table["n_both"]) == {1}
+    assert set(table["group"]) == {"f'); drop table captions; --"}
+
+
+def test_the_cli_prints_a_summary_and_json(tmp_path, capsys):
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_A * 3)
+    argv = ["scan", str(tmp_path / "c.parquet"), "--db", str(tmp_path / "s.duckdb"),
+            "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "scanned 33 captions from 1 files" in text
+    assert main(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_captions"] == 33 and result["scanned_now"] == {}
+    assert main(["scan", str(tmp_path / "absent.tar"), "--db", str(tmp_path / "s.duckdb"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
