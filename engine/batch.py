@@ -12,6 +12,8 @@ or in a process pool; ``ray`` runs the same tasks on a Ray cluster (engine.ray_e
 only when asked for). Commands offer the choice with ``add_engine_arguments`` /
 ``executor_options``. Work functions build heavy objects (a model) through ``process_cached``
 from a small picklable spec, so each worker process loads one model and nothing heavy is pickled.
+What every shard shares (a model spec, compiled terms) belongs in the work callable (a frozen
+dataclass), which Ray ships once per job; the payload carries only the shard's own input.
 """
 
 from __future__ import annotations
