@@ -2,7 +2,10 @@
 
 An approximate index is only as good as its recall, so every non-exact build measures
 recall@k against exact search on a sample of the indexed vectors and records it.
-GPU: when faiss has GPU support and a GPU is present, searches run on a GPU copy.
+Search backends: when faiss has GPU support and a GPU is present, an exact index is searched on
+a GPU copy. On the CPU an exact index is searched by ``BlasFlatSearch``: the same brute force as
+faiss's IndexFlatIP, but through numpy's BLAS (measured several times faster than the BLAS
+bundled in the faiss-cpu wheel) and a threaded top-k; approximate kinds use faiss itself.
 """
 
 from __future__ import annotations
@@ -120,13 +123,42 @@ def reconstruct_all(index) -> np.ndarray:
 
 
 def search_backend(index, k: int):
-    """The index to search with: a GPU copy of an exact index when faiss and a GPU allow it."""
+    """What to search with (anything with faiss's ``search(queries, k)``): a GPU copy of an exact
+    index when faiss and a GPU allow it, BlasFlatSearch for an exact index on the CPU, else the
+    index itself."""
     import faiss
 
-    if k > GPU_MAX_K or not gpu_available() or not isinstance(index, faiss.IndexFlat):
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         return index
-    resources = _gpu_resources()
-    return faiss.index_cpu_to_gpu(resources, 0, index)
+    if k <= GPU_MAX_K and gpu_available():
+        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+    return BlasFlatSearch(index)
+
+
+class BlasFlatSearch:
+    """Exact inner-product top-k over an IndexFlatIP's own vectors (no copy), query block by block."""
+
+    BLOCK_SCORES = 1 << 25  # scores held at once (128 MB of float32)
+
+    def __init__(self, index):
+        import faiss
+
+        self.index = index  # keeps the vectors alive
+        self.vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
+            index.ntotal, index.d)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        block = max(1, self.BLOCK_SCORES // max(1, len(self.vectors)))
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        ids = np.empty((len(queries), k), dtype=np.int64)
+        for start in range(0, len(queries), block):
+            full = torch.from_numpy(queries[start:start + block] @ self.vectors.T)
+            best = torch.topk(full, k, dim=1, largest=True, sorted=True)
+            scores[start:start + block] = best.values.numpy()
+            ids[start:start + block] = best.indices.numpy()
+        return scores, ids
 
 
 def gpu_available() -> bool:
