@@ -48,6 +48,13 @@ def test_mixed_sources_are_counted_like_the_oracle(tmp_path):
         "json without caption": 1, "no txt or json member": 1, "caption member is not UTF-8": 1,
         "blank line": 2}
     assert manifest["sources"]["ignored"] == []  # the directory walk keeps caption files only
+    examples = pl.read_parquet(tmp_path / "out" / "examples.parquet")
+    black = examples.filter(word="nurse", axis="race", group="black", variant="unambiguous")
+    assert black["caption"].to_list() == ["A Black woman, the nurse!"]  # its duplicate is left out
+    assert black["key"].to_list() == ["0"] and black["path"][0].endswith("part-0.parquet")
+    female = examples.filter(word="nurse", axis="gender", group="female", variant="unambiguous")
+    assert female["caption"].to_list() == ["A Black woman, the nurse!", "surgeon and nurse, both women"]
+    assert female["rank"].to_list() == [1, 2]  # in (path, row) order
 
 
 def test_the_ambiguous_colour_word_counts_only_in_the_variant_with_ambiguous_words(tmp_path):
@@ -158,3 +165,34 @@ def test_the_cli_prints_a_summary_and_json(tmp_path, capsys):
     assert main(["scan", str(tmp_path / "absent.tar"), "--db", str(tmp_path / "s.duckdb"),
                  "--out", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_matching_threads_change_nothing(tmp_path):
+    import numpy as np
+
+    from engine.captions.count import count_source
+    from engine.captions.scan import load_terms
+    from engine.captions.shards import discover
+
+    rng = np.random.default_rng(3)
+    words = ["nurse", "woman", "men", "black", "old", "man", "doctor", "the", "dress"]
+    captions = [" ".join(rng.choice(words, size=4)) for _ in range(140_000)]  # three batches
+    laion_parquet(tmp_path / "big.parquet", captions)
+    termset, _ = load_terms("sobit", "default", False)
+    compiled = termset.compile()
+    source = discover([str(tmp_path / "big.parquet")])[0][0]
+    one, three = count_source(source, compiled, 1), count_source(source, compiled, 3)
+    for name in ("n_form", "n_term", "n_pair", "sketch"):
+        assert (getattr(one.counts, name) == getattr(three.counts, name)).all(), name
+    assert one.counts.n_captions == three.counts.n_captions == len(captions)
+    assert one.matches.equals(three.matches) and one.stats == three.stats
+
+
+def test_a_subset_of_text_lines_has_captions_but_no_urls(tmp_path):
+    from engine.captions.subset import SubsetConfig, run_subset
+
+    (tmp_path / "c.txt").write_text("a nurse\n\nnurse and a woman\nno match\n", encoding="utf-8")
+    run_scan(config(tmp_path, [tmp_path / "c.txt"]))
+    result = run_subset(SubsetConfig(db=str(tmp_path / "scan.duckdb"), word="nurse",
+                                     out=str(tmp_path / "u.parquet")))
+    assert (result["captions"], result["without_url"], result["urls"]) == (2, 2, 0)

@@ -1,9 +1,10 @@
 """The compiled inner loop of the caption scan (numba): bytes of captions in, counts out.
 
 One pass over an Arrow string column's UTF-8 bytes: decode code points, case-fold them through
-the tables of engine.captions.charclass, hash each token (FNV-1a, 64 bit) and look it up in an
-open-addressing table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed
-byte by byte, so collisions cannot create matches). Surface forms of several tokens match
+the tables of engine.captions.charclass, hash each token (8 bytes at a time, then mixed), pass
+it through a Bloom filter and look the survivors up in an open-addressing table of the
+vocabulary (the tokens of all surface forms; a hash hit is confirmed byte by byte, so collisions
+cannot create matches). Surface forms of several tokens match
 consecutive tokens. Each caption counts once per form and once per term; a caption with both a
 taxonomy word and a group term adds one to each (word, group) pair. Captions with a word are
 returned (row, caption hash, term ids) for the evidence tables. A HyperLogLog sketch of the
@@ -29,11 +30,14 @@ _TOP_BIT = np.uint64(1 << 63)
 _HLL_SHIFT = np.uint64(64 - HLL_BITS)
 _HLL_KEEP = np.uint64(HLL_BITS)
 _HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
+BLOOM_WORDS = 1024  # 64-bit words: 65,536 bits
+_BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick the word
+_BLOOM_BIT = np.uint64(63)  # low 6 bits pick the bit
 
 
 @njit(cache=True, nogil=True, inline="always")
 def mix64(x):
-    """splitmix64's finaliser: spreads the bits of an FNV hash for the sketch and the table."""
+    """splitmix64's finaliser: spreads the bits of a hash for the sketch, the filter and the table."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
@@ -58,11 +62,13 @@ def token_hash(buf64, length):
 @njit(cache=True, nogil=True, inline="always")
 def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
     """Vocabulary id of the token in ``buf[:length]`` with hash ``h``, or -1."""
-    mask = np.uint64(slot_keys.shape[0] - 1)
-    i = h & mask
-    while slot_ids[i] >= 0:
+    mask = slot_keys.shape[0] - 1
+    i = np.int64(h & np.uint64(mask))
+    while True:
+        tid = slot_ids[i]
+        if tid < 0:
+            return -1
         if slot_keys[i] == h:
-            tid = slot_ids[i]
             start = vocab_offsets[tid]
             if vocab_offsets[tid + 1] - start == length:
                 same = True
@@ -72,8 +78,14 @@ def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
                         break
                 if same:
                     return tid
-        i = (i + _U1) & mask
-    return -1
+        i = (i + 1) & mask
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maybe_vocabulary(bloom, h):
+    """Bloom filter on the token hash (65,536 bits): False means certainly not a vocabulary
+    token, so most tokens skip the table look-up."""
+    return bloom[np.int64(h >> _BLOOM_SHIFT)] & (_U1 << (h & _BLOOM_BIT)) != 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -102,7 +114,7 @@ def decode(data, p, end):
 
 @njit(cache=True, nogil=True, inline="always")
 def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf, buf64,
-             slot_keys, slot_ids, vocab_offsets, vocab_bytes, tok_ids):
+             slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom, tok_ids):
     """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash)."""
     ntok = 0
     length = 0
@@ -127,7 +139,10 @@ def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes,
                 continue
         if length:
             h = token_hash(buf64, length)
-            tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
+            if maybe_vocabulary(bloom, h):
+                tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
+            else:
+                tok_ids[ntok] = -1
             ntok += 1
             caption_hash = (caption_hash ^ h) * WORD_PRIME
             length = 0
@@ -210,7 +225,7 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
     calls again. ``tables``, ``vocab``, ``forms``, ``counters``, ``scratch``, ``out`` are tuples
     of arrays (see engine.captions.matcher)."""
     ascii_fold, fold_offset, fold_length, fold_bytes = tables
-    slot_keys, slot_ids, vocab_offsets, vocab_bytes = vocab
+    slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom = vocab
     form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
     n_form, n_term, n_pair, sketch = counters
     buf, buf64, tok_ids, caption_terms, form_seen, term_seen = scratch
@@ -221,7 +236,7 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
             return r
         ntok, caption_hash = tokenize(data, offsets[r], offsets[r + 1], ascii_fold, fold_offset,
                                       fold_length, fold_bytes, buf, buf64, slot_keys, slot_ids,
-                                      vocab_offsets, vocab_bytes, tok_ids)
+                                      vocab_offsets, vocab_bytes, bloom, tok_ids)
         add_to_sketch(sketch, caption_hash)
         stamp = row_base + r
         nterms = match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, first_offsets,

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+BLOOM_WORDS = 1024  # as engine.captions.kernel.BLOOM_WORDS (not imported: that loads numba)
 HASH_SEED = 0xCBF29CE484222325
 WORD_PRIME = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -42,6 +43,7 @@ class CompiledTerms:
     n_words: int
     n_groups: int
     slot_keys: np.ndarray  # uint64 token hash per slot (open addressing, power-of-two size)
+    bloom: np.ndarray  # uint64 bits of the vocabulary's token hashes (engine.captions.kernel)
     slot_ids: np.ndarray  # int32 vocabulary id per slot, -1 empty
     vocab_offsets: np.ndarray  # int64, len(vocab) + 1, into vocab_bytes
     vocab_bytes: np.ndarray  # uint8, folded UTF-8 of every vocabulary token
@@ -72,18 +74,20 @@ def compile_terms(forms: list[tuple[str, ...]], form_terms: list[list[int]], n_w
     size = 1 << max(4, (4 * len(vocab)).bit_length())
     slot_keys = np.zeros(size, dtype=np.uint64)
     slot_ids = np.full(size, -1, dtype=np.int32)
+    bloom = np.zeros(BLOOM_WORDS, dtype=np.uint64)
     for tid, data in enumerate(encoded):
         h = token_hash(data)
         slot = h & (size - 1)
         while slot_ids[slot] >= 0:
             slot = (slot + 1) & (size - 1)
         slot_keys[slot], slot_ids[slot] = h, tid
+        bloom[h >> 54] |= np.uint64(1 << (h & 63))
     form_ids = [[vocab[t] for t in tokens] for tokens in forms]
     starts: list[list[int]] = [[] for _ in vocab]
     for f, ids in enumerate(form_ids):
         starts[ids[0]].append(f)
     return CompiledTerms(
-        n_words=n_words, n_groups=n_groups, slot_keys=slot_keys, slot_ids=slot_ids,
+        n_words=n_words, n_groups=n_groups, slot_keys=slot_keys, bloom=bloom, slot_ids=slot_ids,
         vocab_offsets=_offsets(len(d) for d in encoded),
         vocab_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
         form_offsets=_offsets(map(len, form_ids), np.int32),
@@ -159,7 +163,7 @@ class Matcher:
         scratch = (buf, buf.view(np.uint64), np.empty(longest + 2, np.int32),
                    np.empty(self.terms.n_terms, np.int32)) + self._seen
         t, c = self.terms, self.counts
-        vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes)
+        vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes, t.bloom)
         forms = (t.form_offsets, t.form_tokens, t.first_offsets, t.first_forms,
                  t.form_term_offsets, t.form_term_ids, t.n_words)
         counters = (c.n_form, c.n_term, c.n_pair, c.sketch)

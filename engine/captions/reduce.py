@@ -72,26 +72,31 @@ def word_caption_totals(con) -> tuple[int, int]:
 
 
 def examples(con, n_words: int, per_pair: int) -> pl.DataFrame:
-    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order."""
+    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order
+    (only captions with a group term keep their text, so only they are read). Aggregates, no
+    sorts: the first occurrence of each distinct caption, then the first few of those."""
     return _frame(con, f"""
         WITH words AS (
-            SELECT c.*, unnest(c.term_ids) AS word_term_id FROM captions c
-            WHERE shard_id IN ({DONE})),
+            SELECT shard_id, "row", caption_hash, term_ids, unnest(term_ids) AS word_term_id
+            FROM captions WHERE caption IS NOT NULL AND shard_id IN ({DONE})),
         pairs AS (
-            SELECT shard_id, "row", key, caption, caption_hash, word_term_id,
-                   unnest(term_ids) AS group_term_id
+            SELECT shard_id, "row", caption_hash, word_term_id, unnest(term_ids) AS group_term_id
             FROM words WHERE word_term_id < ?),
         firsts AS (
-            SELECT p.*, s.path FROM pairs p JOIN shards s USING (shard_id)
-            WHERE group_term_id >= ?
-            QUALIFY row_number() OVER (PARTITION BY word_term_id, group_term_id, caption_hash
-                                       ORDER BY s.path, p."row") = 1)
-        SELECT word_term_id, group_term_id,
-               row_number() OVER (PARTITION BY word_term_id, group_term_id
-                                  ORDER BY path, "row") AS rank,
-               path, "row", key, caption
-        FROM firsts
-        QUALIFY rank <= ?""", [n_words, n_words, per_pair])
+            SELECT word_term_id, group_term_id,
+                   min({{'path': s.path, 'row': p."row", 'shard_id': p.shard_id}}) AS first
+            FROM pairs p JOIN shards s USING (shard_id) WHERE group_term_id >= ?
+            GROUP BY word_term_id, group_term_id, caption_hash),
+        picks AS (
+            SELECT word_term_id, group_term_id, min_by(first, first, ?) AS picks
+            FROM firsts GROUP BY word_term_id, group_term_id),
+        ranked AS (
+            SELECT word_term_id, group_term_id, unnest(picks) AS pick,
+                   unnest(range(1, len(picks) + 1)) AS rank FROM picks)
+        SELECT r.word_term_id, r.group_term_id, r.rank, r.pick.path AS path, r.pick.row AS "row",
+               coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key, c.caption
+        FROM ranked r JOIN captions c ON c.shard_id = r.pick.shard_id AND c."row" = r.pick.row
+        """, [n_words, n_words, per_pair])
 
 
 def shards_table(con) -> pl.DataFrame:

@@ -36,18 +36,22 @@ class ScanConfig:
     taxonomy: str = "sobit"
     lexicon: str = "default"
     exact_forms: bool = False
-    workers: int = 0  # processes for the local engine; 0: one per CPU
+    workers: int = 1  # processes for the local engine (each maps one file at a time)
+    threads: int = 0  # matching threads per file; 0: the CPUs divided among the workers
     executor: batch.ExecutorOptions = field(default_factory=batch.ExecutorOptions)
     examples_per_pair: int = 3
     prior_scale: float = DEFAULT_PRIOR_SCALE
     progress: bool = True
     round_files: int = ROUND_FILES  # files mapped before their results are ingested
+    memory_limit: str = "2GB"  # DuckDB's limit; larger reduces spill to disk beside the database
 
     def __post_init__(self):
         if not self.sources:
             raise InputError("give at least one caption source (file, directory or glob)")
-        if self.workers < 0:
-            raise InputError(f"--workers must be 0 (one per CPU) or more, not {self.workers}")
+        if self.workers < 1:
+            raise InputError(f"--workers must be 1 or more, not {self.workers}")
+        if self.threads < 0:
+            raise InputError(f"--threads must be 0 (automatic) or more, not {self.threads}")
         if self.examples_per_pair < 0:
             raise InputError(f"--examples must be 0 or more, not {self.examples_per_pair}")
         if self.round_files < 1:
@@ -79,7 +83,7 @@ def run_scan(config: ScanConfig) -> dict:
     sources, ignored = discover(list(config.sources))
     if ignored:
         log.warning("ignored %d files that are not caption sources, e.g. %s", len(ignored), ignored[0])
-    con = store.connect(config.db)
+    con = store.connect(config.db, memory_limit=config.memory_limit)
     try:
         store.prepare(con, termset, {
             "terms_sha256": termset.sha256, "taxonomy": described["taxonomy"]["name"],
@@ -103,33 +107,50 @@ def staging_dir(db: str | Path) -> Path:
     return db.with_name(db.name + ".staging")
 
 
+def threads_per_file(config: ScanConfig) -> int:
+    """Matching threads per file: as asked, else the CPUs shared by the local worker processes
+    (one on Ray, whose actors hold one CPU each)."""
+    if config.threads:
+        return config.threads
+    if config.executor.engine == "ray":
+        return 1
+    return max(1, (os.cpu_count() or 1) // config.workers)
+
+
 def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
     staging = staging_dir(config.db)
-    workers = config.workers or os.cpu_count() or 1
+    threads = threads_per_file(config)
     statuses: dict[str, int] = {}
     for start in range(0, len(todo), config.round_files):
         round_ = todo[start:start + config.round_files]
-        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled)) for shard_id, source in round_]
+        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads))
+                 for shard_id, source in round_]
         for task, (_, source) in zip(tasks, round_):
             count.drop_stale(staging, task.shard_id, source)
         report = batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
-                                  workers=min(workers, len(tasks)), desc="caption files",
+                                  workers=min(config.workers, len(tasks)), desc="caption files",
                                   progress=config.progress)
-        for shard_id, source in round_:  # in id order, so duplicates resolve the same way each run
-            task_id = _task_id(shard_id)
-            if task_id in report.done:
-                counts = count.read_staged_counts(staging, task_id)
-                matches = count.staged_paths(staging, task_id)["matches"]
-                status = store.ingest(con, shard_id, report.done[task_id], counts, matches)
-            else:
-                status = "failed"
-                store.record_failure(con, shard_id, report.failed.get(task_id, "not run"))
-                log.warning("%s failed: %s", source.path, _last_line(report.failed.get(task_id, "")))
-            count.remove_staged(staging, task_id)
-            statuses[status] = statuses.get(status, 0) + 1
+        with store.transaction(con):
+            for shard_id, source in round_:  # in id order: duplicates resolve the same way each run
+                status = _ingest_one(con, staging, report, shard_id, source)
+                statuses[status] = statuses.get(status, 0) + 1
+        for shard_id, _ in round_:  # after the commit: a crash before it ingests them again
+            count.remove_staged(staging, _task_id(shard_id))
     if staging.exists() and not any(staging.iterdir()):
         staging.rmdir()
     return statuses
+
+
+def _ingest_one(con, staging: Path, report, shard_id: int, source) -> str:
+    task_id = _task_id(shard_id)
+    if task_id in report.done:
+        counts = count.read_staged_counts(staging, task_id)
+        matches = count.staged_paths(staging, task_id)["matches"]
+        return store.ingest(con, shard_id, report.done[task_id], counts, matches)
+    error = report.failed.get(task_id, "not run")
+    store.record_failure(con, shard_id, error)
+    log.warning("%s failed: %s", source.path, _last_line(error))
+    return "failed"
 
 
 def _task_id(shard_id: int) -> str:

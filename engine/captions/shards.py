@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -172,7 +173,7 @@ def _read_parquet(path: Path, stats: ReadStats) -> Iterator[CaptionBatch]:
     wanted = [n for n in (names["caption"], names["key"], names["status"]) if n]
     position = 0
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
-        rows = pa.array(range(position, position + batch.num_rows), pa.int64())
+        rows = pa.array(np.arange(position, position + batch.num_rows, dtype=np.int64))
         position += batch.num_rows
         stats.rows_total += batch.num_rows
         if names["status"]:
@@ -259,7 +260,7 @@ def _tar_samples(path: Path, stats: ReadStats) -> Iterator[tuple[int, str, str]]
         for key, members in tar_samples(tar):
             row += 1
             stats.rows_total += 1
-            caption, reason = _sample_caption(tar, members)
+            caption, reason = sample_caption(tar, members)
             if caption is None:
                 stats.skipped[reason] += 1
                 continue
@@ -305,7 +306,8 @@ def tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.T
         yield key, members
 
 
-def _sample_caption(tar: tarfile.TarFile, members: dict) -> tuple[str | None, str]:
+def sample_caption(tar: tarfile.TarFile, members: dict) -> tuple[str | None, str]:
+    """(caption, "") of a sample, or (None, reason): the txt member, else json["caption"]."""
     try:
         if "txt" in members:
             return tar.extractfile(members["txt"]).read().decode("utf-8"), ""

@@ -6,20 +6,24 @@ Tables (created on first use):
   taxonomy and lexicon names and hashes, exact forms). A database holds one configuration.
 - ``terms``, ``forms``, ``form_terms``, ``word_categories``: the terms (engine.captions.terms).
 - ``shards``: one row per source file: path, kind, covers (the tar an img2dataset parquet stands
-  for), size, mtime_ns, checksum (sha256), status (pending | done | failed | duplicate), error,
+  for), size, mtime_ns, checksum (xxh3_128 of the bytes), status (pending | done | failed | duplicate), error,
   duplicate_of, rows_total, rows (captions counted), rows_excluded and excluded (img2dataset
   status -> rows), samples_skipped and skipped (reason -> samples), caption_column, scanned_at.
 - ``shard_form_counts(shard_id, form_id, n)``, ``shard_term_counts(shard_id, term_id, n)``,
   ``shard_pair_counts(shard_id, word_term_id, group_term_id, n)``, ``shard_sketches(shard_id,
   registers)``: the additive map output, non-zero entries only; totals are sums over done shards.
-- ``captions(shard_id, row, key, caption, caption_hash, term_ids)``: captions with a taxonomy word.
+- ``captions(shard_id, row, key, caption, caption_hash, term_ids)``: captions with a taxonomy
+  word: their term ids and token-sequence hash; ``key`` when the source has keys (else the row
+  number is the key); ``caption`` only where a group term co-occurs (evidence for examples;
+  ``vlaudit subset`` reads captions and URLs back from the source files).
 
-A shard's rows are written in one transaction together with its status, so an interrupted scan
-leaves each shard either fully in or not at all.
+A round of shards is written in one transaction together with their statuses, so an interrupted
+scan leaves each shard either fully in or not at all (its staged result is then ingested again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -57,8 +61,12 @@ SHARD_TABLES = ("shard_form_counts", "shard_term_counts", "shard_pair_counts", "
                 "captions")
 
 
-def connect(path: str | Path, *, read_only: bool = False):
-    """Open (or create) the database; a clear error when another process holds it."""
+def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "2GB"):
+    """Open (or create) the database; a clear error when another process holds it.
+
+    DuckDB keeps to ``memory_limit`` and spills larger sorts and aggregates to its temporary
+    directory beside the database (``FILE.duckdb.tmp``), so the reduce needs the same memory for
+    any corpus size."""
     import duckdb
 
     path = Path(path)
@@ -70,6 +78,12 @@ def connect(path: str | Path, *, read_only: bool = False):
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         raise InputError(f"cannot open database {path}: {exc} (is another scan using it?)") from exc
+    try:
+        con.execute("SET memory_limit = ?", [memory_limit])
+    except duckdb.Error as exc:
+        con.close()
+        raise InputError(f"--memory-limit {memory_limit!r} is not a size DuckDB understands "
+                         "(e.g. 2GB, 500MB)") from exc
     if not read_only:
         con.execute(DDL)
     return con
@@ -126,10 +140,21 @@ def clear_shard(con, shard_id: int) -> None:
         con.execute(f"DELETE FROM {table} WHERE shard_id = ?", [shard_id])  # table: a constant
 
 
-def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) -> str:
-    """Write one shard's counts and captions with its status in one transaction; return status."""
+@contextlib.contextmanager
+def transaction(con):
+    """One transaction (a round of shards: one commit, one disk sync); rolled back on error."""
     con.execute("BEGIN")
-    clear_shard(con, shard_id)
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) -> str:
+    """Write one shard's counts and captions and set its status (inside ``transaction``); a
+    pending shard has no rows yet (register() cleared changed files). Return the status."""
     twin = con.execute("SELECT min(shard_id) FROM shards WHERE checksum = ? AND status = 'done' "
                        "AND shard_id <> ?", [stats["checksum"], shard_id]).fetchall()[0][0]
     status = "duplicate" if twin is not None else "done"
@@ -145,7 +170,6 @@ def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) 
          sum(stats["excluded"].values()), json.dumps(stats["excluded"], sort_keys=True),
          sum(stats["skipped"].values()), json.dumps(stats["skipped"], sort_keys=True),
          stats["caption_column"], storage.utc_now(), shard_id])
-    con.execute("COMMIT")
     return status
 
 

@@ -1,10 +1,11 @@
 """``vlaudit subset``: the captions behind a finding, as img2dataset input (and its download).
 
 Selects the captions of a scan database that contain a taxonomy word (and, optionally, a group
-term of one variant), reads their URLs back from the source files (the scan reads only
-captions), and writes a parquet with ``url`` and ``caption`` first — the layout img2dataset
-reads — plus ``source_key`` (the caption's key in its source), ``source`` and ``row``. ``download`` runs img2dataset on it with
-webdataset output, so the images can be indexed and audited with the face tools.
+term of one variant), reads their URLs and captions back from the source files (the scan keeps
+neither, to stay fast), and writes a parquet with ``url`` and ``caption`` first — the layout
+img2dataset reads — plus ``source_key`` (the caption's key in its source), ``source`` and
+``row``. ``download`` runs img2dataset on it with webdataset output, so the images can be
+indexed and audited with the face tools.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def resolve_group(con, text: str, variant: str) -> int:
 
 def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
     arrow = con.sql(
-        'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row", c.key, c.caption '
+        'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row", '
+        'coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key '
         "FROM captions c JOIN shards s USING (shard_id) WHERE s.status = 'done' "
         "AND list_contains(c.term_ids, ?) AND (? IS NULL OR list_contains(c.term_ids, ?)) "
         'ORDER BY s.path, c."row"', params=[word_id, group_id, group_id]).to_arrow_table()
@@ -115,15 +117,17 @@ def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
 
 
 def attach_urls(rows: pl.DataFrame) -> pl.DataFrame:
-    """Add ``url``, read back from each source file (which must not have changed since the scan)."""
+    """Add ``url`` and ``caption``, read back from each source file (which must not have changed
+    since the scan: rows are positions in it)."""
     parts = []
     for (source, kind, size, mtime_ns), part in rows.group_by(
             "source", "kind", "size", "mtime_ns", maintain_order=True):
         _check_unchanged(source, size, mtime_ns)
-        urls = URL_READERS[kind](Path(source), part["row"].to_list())
-        parts.append(part.with_columns(url=pl.Series(urls, dtype=pl.Utf8)))
+        urls, captions = READ_BACK[kind](Path(source), part["row"].to_list())
+        parts.append(part.with_columns(url=pl.Series(urls, dtype=pl.Utf8),
+                                       caption=pl.Series(captions, dtype=pl.Utf8)))
     if not parts:
-        return rows.with_columns(url=pl.lit(None, dtype=pl.Utf8))
+        return rows.with_columns(url=pl.lit(None, dtype=pl.Utf8), caption=pl.lit(None, dtype=pl.Utf8))
     return pl.concat(parts)
 
 
@@ -131,39 +135,57 @@ def _check_unchanged(source: str, size: int, mtime_ns: int) -> None:
     try:
         st = os.stat(source)
     except OSError as exc:
-        raise InputError(f"{source} is gone since it was scanned ({exc.strerror}); its URLs are "
-                         "read from it") from exc
+        raise InputError(f"{source} is gone since it was scanned ({exc.strerror}); the URLs and "
+                         "captions of a subset are read from it") from exc
     if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
         raise InputError(f"{source} changed since it was scanned; scan it again first")
 
 
-def _parquet_urls(path: Path, rows: list[int]) -> list[str | None]:
+def _parquet_rows(path: Path, rows: list[int]) -> tuple[list, list]:
     parquet = pq.ParquetFile(path)
-    url = column_names(parquet.schema_arrow, path)["url"]
-    if url is None:
-        return [None] * len(rows)
-    column = parquet.read(columns=[url]).column(url)
-    return column.take(pa.array(rows, pa.int64())).cast(pa.string()).to_pylist()
+    names = column_names(parquet.schema_arrow, path)
+    columns = [c for c in (names["url"], names["caption"]) if c]
+    table = parquet.read(columns=columns).take(pa.array(rows, pa.int64()))
+    urls = table.column(names["url"]).cast(pa.string()).to_pylist() if names["url"] else [None] * len(rows)
+    return urls, table.column(names["caption"]).cast(pa.string()).to_pylist()
 
 
-def _tar_urls(path: Path, rows: list[int]) -> list[str | None]:
-    import json
+def _tar_rows(path: Path, rows: list[int]) -> tuple[list, list]:
     import tarfile
+
+    from engine.captions.shards import sample_caption
 
     wanted, found = set(rows), {}
     with tarfile.open(path, "r:") as tar:
         for row, (_, members) in enumerate(tar_samples(tar)):
-            if row in wanted and "json" in members:
-                try:
-                    record = json.loads(tar.extractfile(members["json"]).read().decode("utf-8"))
-                    found[row] = record.get("url") if isinstance(record, dict) else None
-                except (ValueError, UnicodeDecodeError):
-                    found[row] = None
-    return [found.get(r) for r in rows]
+            if row in wanted:
+                found[row] = (_json_field(tar, members, "url"), sample_caption(tar, members)[0])
+    return [found.get(r, (None, None))[0] for r in rows], [found.get(r, (None, None))[1] for r in rows]
 
 
-URL_READERS = {"parquet": _parquet_urls, "img2dataset": _parquet_urls, "webdataset": _tar_urls,
-               "text": lambda path, rows: [None] * len(rows)}
+def _json_field(tar, members: dict, field: str):
+    import json
+
+    if "json" not in members:
+        return None
+    try:
+        record = json.loads(tar.extractfile(members["json"]).read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record.get(field) if isinstance(record, dict) else None
+
+
+def _text_rows(path: Path, rows: list[int]) -> tuple[list, list]:
+    wanted, found = set(rows), {}
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for line_no, line in enumerate(fh):
+            if line_no in wanted:
+                found[line_no] = line.rstrip("\n").rstrip("\r")
+    return [None] * len(rows), [found.get(r) for r in rows]
+
+
+READ_BACK = {"parquet": _parquet_rows, "img2dataset": _parquet_rows, "webdataset": _tar_rows,
+             "text": _text_rows}
 
 
 def download(config: SubsetConfig, n_urls: int) -> dict:

@@ -1,0 +1,207 @@
+"""Caption scan throughput and memory, against DuckDB's plain read and a Python ``re`` loop.
+
+Targets (issue 4), full base So-B-IT taxonomy x default lexicon, on a corpus of >= 5 million
+captions resampled from the real LAION sample (benchmarks/build_caption_corpus.py):
+
+- scan throughput >= 0.25x DuckDB's own plain read of the same parquet files
+  (``SELECT count(*), sum(length(TEXT)) FROM read_parquet(...)``), timed in the same run;
+- scan throughput >= 20x a straightforward Python loop (``re`` tokens, n-gram look-ups in a dict
+  of surface forms, per-caption sets of terms, counters), timed on the first ``--python-rows``
+  captions of the same corpus;
+- peak memory (RSS of the scan process tree, sampled from /proc) bounded and independent of the
+  corpus size: a 5M and a 50M corpus, each scanned by ``vlaudit scan`` in a subprocess.
+
+The scan is ``engine.captions.scan.run_scan`` end to end (read, match, ingest into a new DuckDB
+file, reduce, write the outputs). One warm-up scan of the 10,000-caption LAION sample first loads
+the compiled kernel and Unicode tables, as any long-running process has them loaded. The LAION-2B-en
+estimate is 2.32e9 captions at the measured rate; "per core" divides by the CPUs used.
+
+    python benchmarks/bench_scan.py                 # 5M throughput + 5M/50M memory
+    python benchmarks/bench_scan.py --no-memory     # throughput only
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from build_caption_corpus import SAMPLE, build  # noqa: E402
+
+LAION_2B_EN = 2_320_000_000
+
+
+def corpus(root: Path, rows: int) -> Path:
+    path = root / f"captions-{rows // 1_000_000}m"
+    started = time.perf_counter()
+    build(path, rows, 250_000, seed=0, duplicates=0.35, replace=0.3)
+    print(f"corpus {path}: ready in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def duckdb_read(files: list[str], repeats: int = 3) -> float:
+    import duckdb
+
+    con = duckdb.connect()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        con.execute("SELECT count(*), sum(length(TEXT)) FROM read_parquet(?)", [files]).fetchall()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def timed_scan(sources: list[str], work: Path) -> dict:
+    from engine.captions.scan import ScanConfig, run_scan
+
+    config = ScanConfig(sources=tuple(sources), db=str(work / "scan.duckdb"), out=str(work / "out"),
+                        progress=False)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    manifest = run_scan(config)
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+            "captions": manifest["counts"]["n_captions"]}
+
+
+def python_loop(captions: list[str]) -> tuple[float, dict]:
+    """The baseline: the same counts with Python's re, dicts and sets, one caption at a time."""
+    from engine.captions.scan import load_terms
+
+    termset, _ = load_terms("sobit", "default", False)
+    terms_of = collections.defaultdict(set)
+    forms = dict(termset.forms.select("form_id", "form").iter_rows())
+    for form_id, term_id in termset.form_terms.select("form_id", "term_id").iter_rows():
+        terms_of[tuple(forms[form_id].split(" "))].add(term_id)
+    longest = max(map(len, terms_of))
+    n_words = termset.n_words
+    token = re.compile(r"[^\W_]+")
+    started = time.perf_counter()
+    per_term, per_pair = collections.Counter(), collections.Counter()
+    for caption in captions:
+        tokens = token.findall(caption.casefold())
+        found = set()
+        for i in range(len(tokens)):
+            for n in range(1, min(longest, len(tokens) - i) + 1):
+                found |= terms_of.get(tuple(tokens[i:i + n]), set())
+        per_term.update(found)
+        per_pair.update((w, g) for w in found if w < n_words for g in found if g >= n_words)
+    return time.perf_counter() - started, {"terms": per_term, "pairs": per_pair}
+
+
+def compiled_counts(captions: list[str]) -> dict:
+    import numpy as np
+    import pyarrow as pa
+
+    from engine.captions.matcher import Matcher
+    from engine.captions.scan import load_terms
+
+    termset, _ = load_terms("sobit", "default", False)
+    matcher = Matcher(termset.compile())
+    matcher.scan(pa.array(captions, pa.large_string()))
+    n_words = termset.n_words
+    pairs = {(int(w), int(g) + n_words): int(matcher.counts.n_pair[w, g])
+             for w, g in zip(*np.nonzero(matcher.counts.n_pair))}
+    return {"terms": {i: int(n) for i, n in enumerate(matcher.counts.n_term) if n}, "pairs": pairs}
+
+
+def peak_rss(argv: list[str]) -> tuple[float, float]:
+    """(seconds, peak summed RSS in MB of the process and its children) of a command."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    peak = [0]
+
+    def sample():
+        while process.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(process.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    if process.wait() != 0:
+        raise RuntimeError(f"{argv} failed")
+    sampler.join()
+    return time.perf_counter() - started, peak[0] / 1e6
+
+
+def _tree_rss(root: int) -> int:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            children[int(stat[1])].append(int(entry))
+            rss[int(entry)] = int(stat[21]) * resource.getpagesize()
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "vlaudit-bench")
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--memory-rows", type=int, default=50_000_000)
+    parser.add_argument("--python-rows", type=int, default=200_000)
+    parser.add_argument("--no-memory", action="store_true", help="skip the 5M/50M memory runs")
+    args = parser.parse_args()
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    small = corpus(args.root, args.rows)
+    files = sorted(str(p) for p in small.glob("*.parquet"))
+    results = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "captions": args.rows}
+
+    with tempfile.TemporaryDirectory(dir=args.root) as work:
+        timed_scan([str(SAMPLE)], Path(work) / "warm")  # loads the compiled kernel and tables
+        duck = duckdb_read(files)
+        scan = timed_scan([str(small)], Path(work) / "scan")
+    import polars as pl
+
+    sample = pl.read_parquet(files[0], columns=["TEXT"])["TEXT"].fill_null("").head(args.python_rows).to_list()
+    loop_seconds, loop_counts = python_loop(sample)
+    agree = loop_counts["pairs"] == collections.Counter(compiled_counts(sample)["pairs"])
+    rate = scan["captions"] / scan["seconds"]
+    results |= {
+        "duckdb_read_seconds": duck, "duckdb_captions_per_s": args.rows / duck,
+        "scan_seconds": scan["seconds"], "scan_cpu_seconds": scan["cpu_seconds"],
+        "scan_captions_per_s": rate, "ratio_to_duckdb": rate / (args.rows / duck),
+        "python_loop_captions_per_s": len(sample) / loop_seconds,
+        "ratio_to_python_loop": rate / (len(sample) / loop_seconds),
+        "python_loop_pair_counts_equal": agree,
+        "laion2b_en_hours": LAION_2B_EN / rate / 3600,
+        "captions_per_cpu_second": scan["captions"] / scan["cpu_seconds"],
+        "laion2b_en_core_hours": LAION_2B_EN / (scan["captions"] / scan["cpu_seconds"]) / 3600,
+    }
+    print(json.dumps(results, indent=2), flush=True)
+    if not args.no_memory:
+        for rows in (args.rows, args.memory_rows):
+            path = corpus(args.root, rows)
+            with tempfile.TemporaryDirectory(dir=args.root) as work:
+                argv = [sys.executable, "-m", "engine", "scan", str(path), "--db", f"{work}/scan.duckdb",
+                        "--out", f"{work}/out", "--json"]
+                seconds, rss = peak_rss(argv)
+            results[f"peak_rss_mb_{rows // 1_000_000}m"] = round(rss)
+            results[f"cli_seconds_{rows // 1_000_000}m"] = round(seconds, 1)
+            print(f"{rows:,} captions: peak RSS {rss:.0f} MB, {seconds:.1f} s", flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
