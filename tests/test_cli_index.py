@@ -98,3 +98,70 @@ def test_missing_images_become_failures_not_crashes(tmp_path, indexes_dir, capsy
     assert result["count"] == 5 and result["failures"] == 1
     failures = open_index("broken", indexes_dir).failures()
     assert failures["key"].to_list() == ["images/face_002.png"]
+
+
+def test_fairface_split_and_service_test_reach_the_index(tmp_path, indexes_dir, capsys):
+    from helpers_faces import make_fairface
+
+    root = make_fairface(tmp_path / "fairface", n_val=9, n_train=3)
+    result = _run_json(capsys, "index", "build", "ff", "--source", f"fairface:{root}", "--split", "val",
+                       "--service-test", *TINY_ARGS, "--workers", "0", "--no-progress",
+                       "--indexes-dir", str(indexes_dir))
+    assert result["count"] == 3  # val rows 3, 6 and 9 are the service_test subset
+    index = open_index("ff", indexes_dir)
+    assert set(index.faces["key"].to_list()) == {"val/3.jpg", "val/6.jpg", "val/9.jpg"}
+    assert {"race", "gender", "age"} <= set(index.manifest["attributes"])
+    assert "val" in json.dumps(index.manifest["dataset"])
+
+
+def test_precomputed_embeddings_are_indexed_as_given(tmp_path, indexes_dir, capsys):
+    from helpers_faces import make_embeddings
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((5, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    names = [f"img{i}.jpg" for i in range(5)]
+    root = make_embeddings(tmp_path / "emb", vectors, {"image_path": names, "gender": ["Female", "Male"] * 2
+                                                        + ["Female"]})
+    result = _run_json(capsys, "index", "build", "pre", "--source", f"embeddings:{root}", *TINY_ARGS,
+                       "--no-progress", "--indexes-dir", str(indexes_dir))
+    assert result["count"] == 5 and result["shards"] == 0
+    index = open_index("pre", indexes_dir)
+    by_key = dict(zip(names, vectors, strict=True))
+    for key, vector in zip(index.faces["key"].to_list(), index.vectors(), strict=True):
+        np.testing.assert_allclose(vector, by_key[key], atol=1e-6)
+    query = _run_json(capsys, "query", "pre", "a photo of a person", "-k", "5",
+                      "--indexes-dir", str(indexes_dir))
+    assert len(query["queries"][0]["hits"]) == 5
+
+
+def _write_shard(path: Path, images: list[str], broken: int) -> None:
+    """A webdataset shard in img2dataset's member layout (<key>.jpg, <key>.json), one image cut short."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for i, image in enumerate(images):
+            data = Path(image).read_bytes()
+            members = {"jpg": data[:200] if i == broken else data,
+                       "json": json.dumps({"key": f"{i:09d}", "gender": ("Male", "Female")[i % 2]}).encode()}
+            for ext, payload in members.items():
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+
+
+def test_webdataset_images_are_embedded_from_tar_members(tmp_path, indexes_dir, capsys):
+    from engine.faces.images import decode_image
+
+    _write_shard(tmp_path / "00000.tar", make_images(tmp_path / "src", 5, fmt="jpg"), broken=3)
+    result = _run_json(capsys, "index", "build", "web", "--source", f"wds:{tmp_path}/*.tar", *TINY_ARGS,
+                       "--attributes", "gender", "--workers", "1", "--no-progress",
+                       "--indexes-dir", str(indexes_dir))
+    assert result["count"] == 4 and result["failures"] == 1
+    index = open_index("web", indexes_dir)
+    assert all(ref.startswith("tar:") for ref in index.faces["image"].to_list())
+    assert index.failures()["key"].to_list() == ["000000003"]
+    encoder = tiny_encoder()
+    first = encoder.preprocess(decode_image(index.faces["image"][0]))[None]
+    np.testing.assert_allclose(index.vectors()[0], encoder.encode_image_tensors(first)[0], atol=1e-5)
