@@ -165,3 +165,17 @@ def test_webdataset_images_are_embedded_from_tar_members(tmp_path, indexes_dir, 
     encoder = tiny_encoder()
     first = encoder.preprocess(decode_image(index.faces["image"][0]))[None]
     np.testing.assert_allclose(index.vectors()[0], encoder.encode_image_tensors(first)[0], atol=1e-5)
+
+
+def test_real_face_photos_build_and_query(indexes_dir, capsys):
+    from conftest import shared_path
+
+    photos = shared_path("data", "faces-minno")
+    rows = (photos / "labels.csv").read_text().strip().splitlines()[1:]
+    result = _run_json(capsys, "index", "build", "minno", "--source", f"folder:{photos}", *TINY_ARGS,
+                       "--workers", "1", "--no-progress", "--indexes-dir", str(indexes_dir))
+    assert result["count"] == len(rows) and result["failures"] == 0
+    query = _run_json(capsys, "query", "minno", "a photo of a face", "-k", "5",
+                      "--indexes-dir", str(indexes_dir))
+    assert [hit["rank"] for hit in query["queries"][0]["hits"]] == [1, 2, 3, 4, 5]
+    assert {hit["race"] for hit in query["queries"][0]["hits"]} <= {"black", "white"}
