@@ -162,6 +162,10 @@ class BlasFlatSearch:
         return scores, ids
 
 
+def is_gpu_index(index) -> bool:
+    return type(index).__name__.startswith("GpuIndex")
+
+
 def gpu_available() -> bool:
     import faiss
 

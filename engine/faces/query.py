@@ -25,17 +25,16 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     faiss_index = getattr(index, "faiss_index", index)
     queries = _check_queries(queries, faiss_index.d)
     k = _check_k(k, faiss_index.ntotal)
-    backend = _backend(index, faiss_index, k)
     total = faiss_index.ntotal
     fetch = min(total, k + max(TIE_MARGIN, k // 8))
-    scores, ids = _ordered(*backend.search(queries, fetch))
+    scores, ids = _top(index, faiss_index, queries, fetch)
     # A tie running through the last fetched rank may continue past it: fetch more for those rows.
     while fetch < total:
         open_rows = np.flatnonzero((scores[:, k - 1] == scores[:, -1]) | (ids[:, k - 1] < 0))
         if open_rows.size == 0:
             break
         fetch = min(total, fetch * 2)
-        more_scores, more_ids = _ordered(*backend.search(queries[open_rows], fetch))
+        more_scores, more_ids = _top(index, faiss_index, queries[open_rows], fetch)
         scores, ids = _widen(scores, fetch), _widen(ids, fetch, fill=-1)
         scores[open_rows], ids[open_rows] = more_scores, more_ids
     scores, ids = scores[:, :k], ids[:, :k]
@@ -82,12 +81,18 @@ def hits_table(faces: pl.DataFrame, texts: list[str], scores: np.ndarray, ids: n
     return pl.concat([frame, labels], how="horizontal")
 
 
+def _top(index, faiss_index, queries: np.ndarray, fetch: int):
+    """The ``fetch`` best per query from the right backend, ordered by (score desc, id asc)."""
+    return _ordered(*_backend(index, faiss_index, fetch).search(queries, fetch))
+
+
 def _backend(index, faiss_index, k: int):
+    """The search backend for ``k`` results; a GPU copy is made once per FaceIndex."""
     cached = getattr(index, "_search_copy", None)
     if cached is not None and k <= factories.GPU_MAX_K:
         return cached
     backend = factories.search_backend(faiss_index, k)
-    if backend is not faiss_index and hasattr(index, "_search_copy"):
+    if factories.is_gpu_index(backend) and hasattr(index, "_search_copy"):
         index._search_copy = backend
     return backend
 
