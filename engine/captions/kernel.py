@@ -25,6 +25,7 @@ from numba import njit
 HASH_SEED = np.uint64(0xCBF29CE484222325)
 WORD_PRIME = np.uint64(0x9E3779B97F4A7C15)
 HLL_BITS = 14  # 16,384 registers: about 0.8% standard error on the distinct-caption estimate
+_U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _TOP_BIT = np.uint64(1 << 63)
 _HLL_SHIFT = np.uint64(64 - HLL_BITS)
@@ -115,30 +116,48 @@ def decode(data, p, end):
 @njit(cache=True, nogil=True, inline="always")
 def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf, buf64,
              slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom, tok_ids):
-    """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash)."""
+    """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash).
+
+    The token hash is ``token_hash`` of the folded bytes, built eight bytes at a time in a
+    register while the bytes are copied to ``buf`` (which only a look-up reads back: loading
+    just-stored bytes as a word would stall the CPU)."""
     ntok = 0
     length = 0
+    h = HASH_SEED
+    word = _U0
     caption_hash = HASH_SEED
     p = start
     while True:
+        n = 0
         if p < end and data[p] < 0x80:  # ASCII: one table look-up per byte
             byte = ascii_fold[data[p]]
             p += 1
             if byte:
                 buf[length] = byte
+                word |= np.uint64(byte) << np.uint64(8 * (length & 7))
                 length += 1
+                if length & 7 == 0:
+                    h = (h ^ word) * WORD_PRIME
+                    word = _U0
                 continue
         elif p < end:
             cp, p = decode(data, p, end)
             n = 0 if cp < 0 else np.int64(fold_length[cp])
-            if n:
-                o = fold_offset[cp]
-                for k in range(n):
-                    buf[length + k] = fold_bytes[o + k]
-                length += n
-                continue
+        if n:
+            o = fold_offset[cp]
+            for k in range(n):
+                byte = fold_bytes[o + k]
+                buf[length] = byte
+                word |= np.uint64(byte) << np.uint64(8 * (length & 7))
+                length += 1
+                if length & 7 == 0:
+                    h = (h ^ word) * WORD_PRIME
+                    word = _U0
+            continue
         if length:
-            h = token_hash(buf64, length)
+            if length & 7:
+                h = (h ^ word) * WORD_PRIME
+            h = mix64(h ^ np.uint64(length))
             if maybe_vocabulary(bloom, h):
                 tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
             else:
@@ -146,6 +165,8 @@ def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes,
             ntok += 1
             caption_hash = (caption_hash ^ h) * WORD_PRIME
             length = 0
+            h = HASH_SEED
+            word = _U0
         if p >= end:
             break
     return ntok, mix64(caption_hash ^ np.uint64(ntok))

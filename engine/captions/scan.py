@@ -145,7 +145,7 @@ def _ingest_one(con, staging: Path, report, shard_id: int, source) -> str:
     task_id = _task_id(shard_id)
     if task_id in report.done:
         counts = count.read_staged_counts(staging, task_id)
-        matches = count.staged_paths(staging, task_id)["matches"]
+        matches = count.read_staged_matches(staging, task_id)
         return store.ingest(con, shard_id, report.done[task_id], counts, matches)
     error = report.failed.get(task_id, "not run")
     store.record_failure(con, shard_id, error)

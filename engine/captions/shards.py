@@ -11,7 +11,8 @@ Kinds (``Source.kind``), chosen by file name and, for parquet, by its schema:
   smaller); only ``status == "success"`` rows are images the model could have seen, the others
   are counted by status.
 - ``parquet``: LAION metadata (``URL``/``TEXT``, or ``url``/``caption``), columns found by name
-  case-insensitively; ``SAMPLE_ID`` or ``key`` is the row key when present.
+  case-insensitively; ``SAMPLE_ID`` or ``key`` is the row key when present. Parquet is read a
+  batch at a time (bounded memory), only the columns needed.
 - ``text``: one caption per line (UTF-8; blank lines are skipped). Invalid UTF-8 fails the file.
 
 Every reader yields ``CaptionBatch``es (row numbers within the file, keys, captions) and fills a
@@ -57,7 +58,7 @@ class Source:
 class CaptionBatch:
     rows: pa.Array  # int64 position of each caption in its file (sample / row / line number)
     keys: pa.Array | None  # string keys, or None when the row number is the key
-    captions: pa.Array  # string
+    captions: pa.Array  # string or large_string
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _read_parquet(path: Path, stats: ReadStats) -> Iterator[CaptionBatch]:
             batch, rows = batch.filter(success), rows.filter(success)
         stats.rows += batch.num_rows
         keys = batch.column(names["key"]).cast(pa.string()) if names["key"] else None
-        yield CaptionBatch(rows, keys, batch.column(names["caption"]).cast(pa.large_string()))
+        yield CaptionBatch(rows, keys, batch.column(names["caption"]))
 
 
 def _value_counts(values: pa.Array) -> Counter:

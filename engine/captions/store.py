@@ -152,7 +152,7 @@ def transaction(con):
     con.execute("COMMIT")
 
 
-def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) -> str:
+def ingest(con, shard_id: int, stats: dict, counts: Counts, matches: pa.Table) -> str:
     """Write one shard's counts and captions and set its status (inside ``transaction``); a
     pending shard has no rows yet (register() cleared changed files). Return the status."""
     twin = con.execute("SELECT min(shard_id) FROM shards WHERE checksum = ? AND status = 'done' "
@@ -160,8 +160,12 @@ def ingest(con, shard_id: int, stats: dict, counts: Counts, matches_path: Path) 
     status = "duplicate" if twin is not None else "done"
     if twin is None:
         _insert_counts(con, shard_id, counts)
-        con.execute('INSERT INTO captions SELECT ?, "row", key, caption, caption_hash, term_ids '
-                    "FROM read_parquet(?)", [shard_id, str(matches_path)])
+        con.register("_matches", matches)
+        try:
+            con.execute('INSERT INTO captions SELECT ?, "row", key, caption, caption_hash, term_ids '
+                        "FROM _matches", [shard_id])
+        finally:
+            con.unregister("_matches")
     con.execute(
         "UPDATE shards SET status = ?, error = NULL, duplicate_of = ?, checksum = ?, rows_total = ?, "
         '"rows" = ?, rows_excluded = ?, excluded = ?, samples_skipped = ?, skipped = ?, '
