@@ -35,6 +35,7 @@ from engine.errors import InputError, require
 log = logging.getLogger(__name__)
 
 CPUS_PER_WORKER = 1
+STARTUP_PATIENCE_S = 120  # warn when no worker has started by then
 # Ray swaps 127.0.0.1 for the machine's public address; on Linux any 127/8 address is loopback,
 # elsewhere Ray keeps single-machine clusters on 127.0.0.1 by itself.
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
@@ -116,7 +117,12 @@ def _dispatch(ray, pool: "_Pool") -> Iterator[tuple]:
 
 def _next_ready(ray, waiting: dict) -> list:
     refs = list(waiting)
-    ready, rest = ray.wait(refs, num_returns=1)
+    ready, rest = ray.wait(refs, num_returns=1, timeout=STARTUP_PATIENCE_S)
+    if not ready and all(task is None for _, task in waiting.values()):
+        log.warning("no Ray worker has started in %d s; the cluster may lack free CPUs (or GPUs)",
+                    STARTUP_PATIENCE_S)
+    if not ready:
+        ready, rest = ray.wait(refs, num_returns=1)
     if rest:  # also take whatever else has finished meanwhile
         more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
         ready += more

@@ -1,8 +1,9 @@
 """Shard jobs for the runner tests: deterministic work with planted failures, crashes and delays.
 
 The work function records what happened as empty marker files in ``payload["markers"]``
-(``attempt-<shard>-<pid>-<n>``, ``finished-<shard>-<pid>``, ``node-<ray node id>``), so tests can see which process ran
-a shard and how often, while the outputs and stats stay identical between runs.
+(``attempt-<shard>-<pid>-<n>``, ``finished-<shard>-<pid>``, ``node-<ray node id>``, and
+``load-<pid>-<random>`` per model load), so tests can see which process ran a shard and how
+often, while the outputs and stats stay identical between runs.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from helpers_batch import (attempts, compute_shard, finishers, loads_by_process,
 pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
 
 from helpers_index import loaded_source, make_images, tiny_spec  # noqa: E402
-from test_large_index import write_shards  # noqa: E402
+from helpers_large_index import write_shards  # noqa: E402
 from helpers_ray import BlockingImage, LocalCluster  # noqa: E402
 
 from engine.faces.build import run_build  # noqa: E402
