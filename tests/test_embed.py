@@ -144,3 +144,18 @@ def test_offline_missing_weights_is_a_clear_error_not_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert "laion2b_s34b_b79k" in done.stderr and "--checkpoint FILE" in done.stderr
     assert "HF_HUB_OFFLINE" in done.stderr
+
+
+def test_device_choice_on_a_machine_without_cuda():
+    import torch
+
+    from engine.faces.models import autocast_dtype, resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU-only choice; a CUDA device is present")
+    assert resolve_device("auto") == "cpu" and autocast_dtype("cpu") is None
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("tpu")
+    assert tiny_encoder().describe()["precision"] == "float32"
