@@ -12,10 +12,12 @@ from engine.captions.terms import build_terms
 from helpers_captions import lexicon_csv, oracle_counts
 from taxonomy.lexicon import load_lexicon
 
-WORDS = pl.DataFrame({
-    "category": ["occupation", "occupation", "occupation", "behavioral", "appearance", "occupation"],
-    "word": ["nurse", "Police Officer", "delivery man", "well-spoken", "old", "CEO"],
-    "pos": ["noun", "noun", "noun", "adjective", "adjective", "noun"]})
+WORDS = pl.DataFrame({  # tokens of 1-16 bytes: the hash takes 8 at a time; non-ASCII folding
+    "category": ["occupation", "occupation", "occupation", "behavioral", "appearance", "occupation",
+                 "education", "occupation"],
+    "word": ["nurse", "Police Officer", "delivery man", "well-spoken", "old", "CEO",
+             "underrepresented", "Café Owner"],
+    "pos": ["noun", "noun", "noun", "adjective", "adjective", "noun", "adjective", "noun"]})
 LEXICON_ROWS = [
     ("context", "person", "woman", "noun", 0, ""), ("context", "person", "man", "noun", 0, ""),
     ("context", "person", "person", "noun", 0, ""),
@@ -28,7 +30,8 @@ VOCABULARY = ["nurse", "nurses", "Nurse's", "police", "officer", "officers", "de
               "MEN", "woman", "Women", "womanly", "Germany", "human", "black", "Black", "white",
               "african", "American", "african-american", "well", "spoken", "WELL-SPOKEN", "old",
               "person", "people", "she", "CEO", "ceos", "the", "a", "photo", "of", "in", "dress",
-              "shoes", "car", "café", "ΟΔΟΣ", "東京", "2020", "🙂", "it's", "new"]
+              "shoes", "car", "café", "CAFÉ", "cafe\u0301", "owners", "ΟΔΟΣ", "東京", "2020", "🙂",
+              "it's", "new", "UNDERREPRESENTED", "underrepresente", "under-represented"]
 SEPARATORS = [" ", "  ", ", ", "-", "/", "\n", "...", "_", "'", " — ", "\u00a0", ""]
 
 
@@ -108,6 +111,7 @@ def term_names(termset, caption) -> set[str]:
     ("deliverymen", set()),  # one token, not "delivery men"
     ("delivery men", {"delivery man", "male:u", "male:w"}),
     ("CEOs meet", {"CEO"}),
+    ("UNDERREPRESENTED café OWNERS", {"underrepresented", "Café Owner"}),
     ("nurse nurse NURSE", {"nurse"}),  # a caption counts once per term
 ])
 def test_planted_captions(termset, caption, expected):
@@ -133,16 +137,6 @@ def test_a_long_caption_and_output_growth(termset):
     captions = ["nurse " * 5000 + "woman", *(["a nurse and a man"] * 5000)]
     counts, matched = scan(termset, captions)
     assert len(matched) == 5001 and counts.n_pair.sum() == 2 * 5001  # two variants of each group
-
-
-def test_the_python_token_hash_is_the_kernel_hash():
-    from engine.captions.kernel import token_hash as kernel_hash
-
-    for token in ["a", "nurse", "exactly8", "ninebytes", "東京", "x" * 40]:
-        data = token.encode("utf-8")
-        buf = np.zeros(64, np.uint8)
-        buf[:len(data)] = np.frombuffer(data, np.uint8)
-        assert int(kernel_hash(buf.view(np.uint64), len(data))) == token_hash(data)
 
 
 def test_distinct_estimate_is_close_for_known_cardinalities(termset):

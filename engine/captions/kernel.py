@@ -45,22 +45,6 @@ def mix64(x):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def token_hash(buf64, length):
-    """Hash of the folded token in the first ``length`` bytes of the scratch buffer.
-
-    Eight bytes at a time (little-endian words, the last one zero-padded), then mixed; the same
-    function as engine.captions.matcher.token_hash."""
-    h = HASH_SEED
-    words = length >> 3
-    for i in range(words):
-        h = (h ^ buf64[i]) * WORD_PRIME
-    rest = length & 7
-    if rest:
-        h = (h ^ (buf64[words] & ((_U1 << np.uint64(8 * rest)) - _U1))) * WORD_PRIME
-    return mix64(h ^ np.uint64(length))
-
-
-@njit(cache=True, nogil=True, inline="always")
 def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
     """Vocabulary id of the token in ``buf[:length]`` with hash ``h``, or -1."""
     mask = slot_keys.shape[0] - 1
@@ -114,17 +98,24 @@ def decode(data, p, end):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf, buf64,
+def push(byte, buf, length, h, word):
+    """Append a folded byte to the token: to ``buf`` (read back only by a look-up) and to the
+    hash, built eight bytes at a time in a register (loading just-stored bytes as a word would
+    stall the CPU). Returns the new (length, h, word)."""
+    buf[length] = byte
+    word |= np.uint64(byte) << np.uint64(8 * (length & 7))
+    length += 1
+    if length & 7 == 0:
+        return length, (h ^ word) * WORD_PRIME, _U0
+    return length, h, word
+
+
+@njit(cache=True, nogil=True, inline="always")
+def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf,
              slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom, tok_ids):
     """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash).
-
-    The token hash is ``token_hash`` of the folded bytes, built eight bytes at a time in a
-    register while the bytes are copied to ``buf`` (which only a look-up reads back: loading
-    just-stored bytes as a word would stall the CPU)."""
-    ntok = 0
-    length = 0
-    h = HASH_SEED
-    word = _U0
+    A token's hash equals engine.captions.matcher.token_hash of its folded bytes."""
+    ntok, length, h, word = 0, 0, HASH_SEED, _U0
     caption_hash = HASH_SEED
     p = start
     while True:
@@ -133,40 +124,25 @@ def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes,
             byte = ascii_fold[data[p]]
             p += 1
             if byte:
-                buf[length] = byte
-                word |= np.uint64(byte) << np.uint64(8 * (length & 7))
-                length += 1
-                if length & 7 == 0:
-                    h = (h ^ word) * WORD_PRIME
-                    word = _U0
+                length, h, word = push(byte, buf, length, h, word)
                 continue
         elif p < end:
             cp, p = decode(data, p, end)
             n = 0 if cp < 0 else np.int64(fold_length[cp])
         if n:
-            o = fold_offset[cp]
-            for k in range(n):
-                byte = fold_bytes[o + k]
-                buf[length] = byte
-                word |= np.uint64(byte) << np.uint64(8 * (length & 7))
-                length += 1
-                if length & 7 == 0:
-                    h = (h ^ word) * WORD_PRIME
-                    word = _U0
+            for k in range(fold_offset[cp], fold_offset[cp] + n):
+                length, h, word = push(fold_bytes[k], buf, length, h, word)
             continue
         if length:
             if length & 7:
                 h = (h ^ word) * WORD_PRIME
             h = mix64(h ^ np.uint64(length))
+            tok_ids[ntok] = -1
             if maybe_vocabulary(bloom, h):
                 tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
-            else:
-                tok_ids[ntok] = -1
             ntok += 1
             caption_hash = (caption_hash ^ h) * WORD_PRIME
-            length = 0
-            h = HASH_SEED
-            word = _U0
+            length, h, word = 0, HASH_SEED, _U0
         if p >= end:
             break
     return ntok, mix64(caption_hash ^ np.uint64(ntok))
@@ -249,14 +225,14 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
     slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom = vocab
     form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
     n_form, n_term, n_pair, sketch = counters
-    buf, buf64, tok_ids, caption_terms, form_seen, term_seen = scratch
+    buf, tok_ids, caption_terms, form_seen, term_seen = scratch
     out_rows, out_hash, out_term_offsets, out_terms, out_size = out
     n_terms_total = n_term.shape[0]
     for r in range(start, stop):
         if out_size[0] >= out_rows.shape[0] or out_size[1] + n_terms_total > out_terms.shape[0]:
             return r
         ntok, caption_hash = tokenize(data, offsets[r], offsets[r + 1], ascii_fold, fold_offset,
-                                      fold_length, fold_bytes, buf, buf64, slot_keys, slot_ids,
+                                      fold_length, fold_bytes, buf, slot_keys, slot_ids,
                                       vocab_offsets, vocab_bytes, bloom, tok_ids)
         add_to_sketch(sketch, caption_hash)
         stamp = row_base + r

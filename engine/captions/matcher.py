@@ -22,7 +22,9 @@ MASK64 = (1 << 64) - 1
 
 
 def token_hash(data: bytes) -> int:
-    """The kernel's token hash (engine.captions.kernel.token_hash) in plain Python."""
+    """The hash the kernel gives a token (engine.captions.kernel.tokenize), in plain Python:
+    little-endian 8-byte words of its folded UTF-8 (the last zero-padded), multiplied in, then
+    the length, then splitmix64's finaliser."""
     h = HASH_SEED
     padded = data + bytes(-len(data) % 8)
     for i in range(0, len(padded), 8):
@@ -159,9 +161,8 @@ class Matcher:
         data, offsets = _buffers(column)
         n = len(offsets) - 1
         longest = int(np.diff(offsets).max()) if n else 0
-        buf = np.zeros(4 * longest + 16 - (4 * longest) % 8, np.uint8)  # folding grows text 3x at most
-        scratch = (buf, buf.view(np.uint64), np.empty(longest + 2, np.int32),
-                   np.empty(self.terms.n_terms, np.int32)) + self._seen
+        scratch = (np.zeros(3 * longest + 8, np.uint8),  # case folding grows text 3x at most
+                   np.empty(longest + 2, np.int32), np.empty(self.terms.n_terms, np.int32)) + self._seen
         t, c = self.terms, self.counts
         vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes, t.bloom)
         forms = (t.form_offsets, t.form_tokens, t.first_offsets, t.first_forms,

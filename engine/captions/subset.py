@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from engine import storage
 from engine.captions import store
 from engine.captions.charclass import token_text
-from engine.captions.shards import column_names, tar_samples
+from engine.captions.shards import column_names
+from engine.captions.webdataset import tar_samples
 from engine.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def _parquet_rows(path: Path, rows: list[int]) -> tuple[list, list]:
 def _tar_rows(path: Path, rows: list[int]) -> tuple[list, list]:
     import tarfile
 
-    from engine.captions.shards import sample_caption
+    from engine.captions.webdataset import sample_caption
 
     wanted, found = set(rows), {}
     with tarfile.open(path, "r:") as tar:
