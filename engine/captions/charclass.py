@@ -12,12 +12,17 @@ rules as arrays for the compiled matcher (engine.captions.matcher).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 
+from engine import storage
+
 TOKEN_CATEGORIES = ("L", "M", "N")
+TABLE_NAMES = ("ascii_fold", "fold_offset", "fold_length", "fold_bytes")
 MAX_CODE_POINT = 0x110000
 # Planes 4-13 have no assigned code points and planes 15-16 are private use: skipping them makes
 # the tables four times quicker to build. Plane 14 holds variation selectors (marks).
@@ -48,8 +53,23 @@ def unicode_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
     ``ascii_fold[b]`` is the folded ASCII byte, 0 for a separator. For any code point,
     ``fold_length[cp] == 0`` marks a separator; otherwise the case folding of ``cp`` is
-    ``fold_bytes[fold_offset[cp]:fold_offset[cp] + fold_length[cp]]`` (UTF-8). Built once per
-    process (under a second) from this Python's ``unicodedata``."""
+    ``fold_bytes[fold_offset[cp]:fold_offset[cp] + fold_length[cp]]`` (UTF-8). Built from this
+    Python's ``unicodedata`` (under a second), then cached beside the compiled kernel, per
+    Unicode version, so later processes (pool and Ray workers) load it in milliseconds."""
+    cache = Path(__file__).resolve().parent / "__pycache__" / f"charclass-{unicodedata.unidata_version}.npz"
+    with contextlib.suppress(Exception):  # absent, unreadable or stale: rebuild it
+        with np.load(cache, allow_pickle=False) as stored:
+            return tuple(stored[name] for name in TABLE_NAMES)
+    tables = build_tables()
+    with contextlib.suppress(OSError):  # a read-only install: build in every process
+        cache.parent.mkdir(exist_ok=True)
+        with storage.atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **dict(zip(TABLE_NAMES, tables)))
+    return tables
+
+
+def build_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     offset = np.zeros(MAX_CODE_POINT, dtype=np.int32)
     length = np.zeros(MAX_CODE_POINT, dtype=np.uint8)
     blob = bytearray()

@@ -12,6 +12,7 @@ from collections import Counter
 import polars as pl
 
 DONE = "SELECT shard_id FROM shards WHERE status = 'done'"
+CANDIDATES = 4  # occurrences kept per example wanted, before duplicates are dropped
 
 
 def _frame(con, sql: str, params=()) -> pl.DataFrame:
@@ -65,38 +66,53 @@ def pair_counts(con, n_words: int) -> pl.DataFrame:
 
 
 def word_caption_totals(con) -> tuple[int, int]:
-    """(captions with a taxonomy word, distinct ones among them)."""
-    n, unique = con.execute(f"SELECT count(*), count(DISTINCT caption_hash) FROM captions "
+    """(captions with a taxonomy word, an estimate of the distinct ones among them: DuckDB's
+    HyperLogLog, so memory stays flat)."""
+    n, unique = con.execute(f"SELECT count(*), approx_count_distinct(caption_hash) FROM captions "
                             f"WHERE shard_id IN ({DONE})").fetchall()[0]
     return int(n), int(unique)
 
 
 def examples(con, n_words: int, per_pair: int) -> pl.DataFrame:
-    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order
-    (only captions with a group term keep their text, so only they are read). Aggregates, no
-    sorts: the first occurrence of each distinct caption, then the first few of those."""
-    return _frame(con, f"""
+    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order.
+
+    Only captions with a group term keep their text, so only they are read. Each pair keeps its
+    first ``CANDIDATES * per_pair`` occurrences (a bounded heap per pair over packed integer
+    positions: fast, and flat in memory whatever the corpus size); duplicates among them are
+    dropped, then their keys and captions are joined back."""
+    firsts = _frame(con, f"""
         WITH words AS (
-            SELECT shard_id, "row", caption_hash, term_ids, unnest(term_ids) AS word_term_id
+            SELECT shard_id, "row", term_ids, unnest(term_ids) AS word_term_id
             FROM captions WHERE caption IS NOT NULL AND shard_id IN ({DONE})),
         pairs AS (
-            SELECT shard_id, "row", caption_hash, word_term_id, unnest(term_ids) AS group_term_id
+            SELECT shard_id, "row", word_term_id, unnest(term_ids) AS group_term_id
             FROM words WHERE word_term_id < ?),
-        firsts AS (
-            SELECT word_term_id, group_term_id,
-                   min({{'path': s.path, 'row': p."row", 'shard_id': p.shard_id}}) AS first
-            FROM pairs p JOIN shards s USING (shard_id) WHERE group_term_id >= ?
-            GROUP BY word_term_id, group_term_id, caption_hash),
-        picks AS (
-            SELECT word_term_id, group_term_id, min_by(first, first, ?) AS picks
-            FROM firsts GROUP BY word_term_id, group_term_id),
-        ranked AS (
-            SELECT word_term_id, group_term_id, unnest(picks) AS pick,
-                   unnest(range(1, len(picks) + 1)) AS rank FROM picks)
-        SELECT r.word_term_id, r.group_term_id, r.rank, r.pick.path AS path, r.pick.row AS "row",
-               coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key, c.caption
-        FROM ranked r JOIN captions c ON c.shard_id = r.pick.shard_id AND c."row" = r.pick.row
-        """, [n_words, n_words, per_pair])
+        ranked AS (SELECT shard_id, row_number() OVER (ORDER BY path) AS path_rank FROM shards),
+        positions AS (
+            SELECT word_term_id, group_term_id, (r.path_rank << 32) + p."row" AS position
+            FROM pairs p JOIN ranked r USING (shard_id) WHERE group_term_id >= ?)
+        SELECT word_term_id, group_term_id, position, position >> 32 AS path_rank,
+               position & 4294967295 AS "row"
+        FROM (SELECT word_term_id, group_term_id, unnest(arg_min(position, position, ?)) AS position
+              FROM positions GROUP BY word_term_id, group_term_id)""",
+                    [n_words, n_words, CANDIDATES * per_pair])
+    con.register("_firsts", firsts.select("path_rank", "row").unique().to_arrow())
+    try:
+        text = _frame(con, """
+            WITH ranked AS (SELECT shard_id, path, row_number() OVER (ORDER BY path) AS path_rank
+                            FROM shards)
+            SELECT f.path_rank, f."row", r.path, coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key,
+                   c.caption, c.caption_hash
+            FROM _firsts f JOIN ranked r USING (path_rank)
+            JOIN captions c ON c.shard_id = r.shard_id AND c."row" = f."row"
+            """)
+    finally:
+        con.unregister("_firsts")
+    return (firsts.join(text, on=["path_rank", "row"]).sort("word_term_id", "group_term_id", "position")
+            .unique(["word_term_id", "group_term_id", "caption_hash"], keep="first", maintain_order=True)
+            .with_columns(rank=pl.int_range(1, pl.len() + 1).over("word_term_id", "group_term_id"))
+            .filter(pl.col("rank") <= per_pair)
+            .select("word_term_id", "group_term_id", "rank", "path", "row", "key", "caption"))
 
 
 def shards_table(con) -> pl.DataFrame:

@@ -26,6 +26,7 @@ from engine.errors import InputError
 log = logging.getLogger(__name__)
 
 ROUND_FILES = 256  # files per round of map + ingest: bounds the staged data on disk
+COMMIT_BYTES = 64 << 20  # staged matches per ingest transaction: bounds the driver's memory
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ScanConfig:
     prior_scale: float = DEFAULT_PRIOR_SCALE
     progress: bool = True
     round_files: int = ROUND_FILES  # files mapped before their results are ingested
-    memory_limit: str = "2GB"  # DuckDB's limit; larger reduces spill to disk beside the database
+    memory_limit: str = "512MB"  # DuckDB's limit; larger reduces spill to disk beside the database
 
     def __post_init__(self):
         if not self.sources:
@@ -130,15 +131,29 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
         report = batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
                                   workers=min(config.workers, len(tasks)), desc="caption files",
                                   progress=config.progress)
-        with store.transaction(con):
-            for shard_id, source in round_:  # in id order: duplicates resolve the same way each run
-                status = _ingest_one(con, staging, report, shard_id, source)
-                statuses[status] = statuses.get(status, 0) + 1
-        for shard_id, _ in round_:  # after the commit: a crash before it ingests them again
-            count.remove_staged(staging, _task_id(shard_id))
+        for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
+            with store.transaction(con):
+                for shard_id, source in group:
+                    status = _ingest_one(con, staging, report, shard_id, source)
+                    statuses[status] = statuses.get(status, 0) + 1
+            for shard_id, _ in group:  # after the commit: a crash before it ingests them again
+                count.remove_staged(staging, _task_id(shard_id))
     if staging.exists() and not any(staging.iterdir()):
         staging.rmdir()
     return statuses
+
+
+def _commit_groups(staging: Path, round_: list) -> list[list]:
+    """Consecutive shards whose staged results add up to about ``COMMIT_BYTES``: one transaction
+    each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
+    groups, size = [[]], 0
+    for shard_id, source in round_:
+        staged = count.staged_paths(staging, _task_id(shard_id))["matches"]
+        size += staged.stat().st_size if staged.exists() else 0
+        groups[-1].append((shard_id, source))
+        if size >= COMMIT_BYTES:
+            groups, size = groups + [[]], 0
+    return [group for group in groups if group]
 
 
 def _ingest_one(con, staging: Path, report, shard_id: int, source) -> str:

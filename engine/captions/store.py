@@ -61,7 +61,7 @@ SHARD_TABLES = ("shard_form_counts", "shard_term_counts", "shard_pair_counts", "
                 "captions")
 
 
-def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "2GB"):
+def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "512MB"):
     """Open (or create) the database; a clear error when another process holds it.
 
     DuckDB keeps to ``memory_limit`` and spills larger sorts and aggregates to its temporary
@@ -78,6 +78,7 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "2
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         raise InputError(f"cannot open database {path}: {exc} (is another scan using it?)") from exc
+    con.execute("SET enable_progress_bar = false")  # never on a --json stdout
     try:
         con.execute("SET memory_limit = ?", [memory_limit])
     except duckdb.Error as exc:
