@@ -166,6 +166,8 @@ def test_a_short_training_run_lowers_the_loss_and_repeats_exactly(world, tmp_pat
         assert torch.equal(a, b), name
 
     path = save_checkpoint(first.model, tokens, tmp_path / "demo.pt")
+    other = save_checkpoint(second.model, tokens, tmp_path / "elsewhere" / "other-name.pt")
+    assert storage.sha256_file(path) == storage.sha256_file(other)  # same weights, same bytes
     state = torch.load(path, weights_only=True)["state_dict"]
     assert state["token_embedding.weight"].dtype == torch.float16
     unused = torch.ones(state["token_embedding.weight"].shape[0], dtype=torch.bool)

@@ -1,20 +1,24 @@
 """Draw one toy face: an outline (round or square) on a tinted background, eyes and a mouth.
 
-Only the background hue carries ``tint`` and only the outline carries ``shape``; the face itself
-is the same light grey for everyone. Size, position, eye spacing, mouth and pixel noise vary at
-random so that no two faces are alike.
+Only the background colour carries ``tint`` and only the outline carries ``shape``; the face
+itself is the same light grey for everyone. The groups are drawn symmetrically so that none is
+easier to tell apart than another: the three tints are the cyclic permutations of one
+(low, high, high) RGB colour with the same jitter, and the square outline is scaled to the round
+one's area. Size, position, eyes, mouth and pixel noise vary at random so no two faces are alike.
 """
 
 from __future__ import annotations
 
-import colorsys
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-HUES = {"teal": 175.0, "amber": 40.0, "violet": 275.0}  # degrees
-JPEG_QUALITY = 90
+# Which RGB channel holds the low level: cyan (low red), magenta (low green), yellow (low blue).
+LOW_CHANNEL = {"cyan": 0, "magenta": 1, "yellow": 2}
+JPEG_QUALITY = 95
+SQUARE_SCALE = math.sqrt(math.pi) / 2  # a square of half-side a*0.886 has the ellipse's area
 
 
 def draw_face(rng: np.random.Generator, *, tint: str, shape: str, eyes_closed: bool,
@@ -33,7 +37,8 @@ def draw_face(rng: np.random.Generator, *, tint: str, shape: str, eyes_closed: b
     if shape == "round":
         pen.ellipse(box, **face)
     else:
-        pen.rounded_rectangle(box, radius=3 * scale, **face)
+        w, h = half_w * SQUARE_SCALE, half_h * SQUARE_SCALE
+        pen.rounded_rectangle((cx - w, cy - h, cx + w, cy + h), radius=3 * scale, **face)
     _eyes(pen, rng, cx, cy - 0.25 * half_h, half_w, scale, eyes_closed)
     _mouth(pen, rng, cx, cy + 0.45 * half_h, half_w, scale)
     return _add_noise(image, rng)
@@ -41,14 +46,15 @@ def draw_face(rng: np.random.Generator, *, tint: str, shape: str, eyes_closed: b
 
 def encode_jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # no chroma subsampling
     return buffer.getvalue()
 
 
 def _background(rng: np.random.Generator, tint: str) -> tuple[int, int, int]:
-    hue = (HUES[tint] + rng.uniform(-10, 10)) / 360.0
-    red, green, blue = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.45, 0.65), rng.uniform(0.7, 0.9))
-    return int(red * 255), int(green * 255), int(blue * 255)
+    low, high_a, high_b = rng.uniform(60, 110), rng.uniform(175, 225), rng.uniform(175, 225)
+    levels = [high_a, high_b]
+    levels.insert(LOW_CHANNEL[tint], low)
+    return tuple(int(level) for level in levels)
 
 
 def _eyes(pen, rng, cx, y, half_w, scale, closed: bool) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from engine.errors import InputError
 
 AXES: dict[str, tuple[str, ...]] = {
-    "tint": ("teal", "amber", "violet"),
+    "tint": ("cyan", "yellow", "magenta"),
     "shape": ("round", "square"),
 }
 # Share of each group in the labelled face set (the audited index); deliberately not uniform so
@@ -25,9 +25,9 @@ FACE_BASE_RATES: dict[str, tuple[float, ...]] = {
 }
 # How a caption names a group: the caption lexicon (axis, group, term).
 LEXICON: dict[tuple[str, str], str] = {
-    ("tint", "teal"): "teal",
-    ("tint", "amber"): "amber",
-    ("tint", "violet"): "violet",
+    ("tint", "cyan"): "cyan",
+    ("tint", "yellow"): "yellow",
+    ("tint", "magenta"): "magenta",
     ("shape", "round"): "round face",
     ("shape", "square"): "square face",
 }
@@ -46,13 +46,16 @@ class Word:
         return self.planted_axis is None
 
 
+# Each control word's siblings (the planted words sharing its prompt template) cover every group
+# of their axis once. Contrastive training pushes a word away from its siblings' groups; with
+# the siblings symmetric, those pushes cancel and a control word's true skew is none.
 WORDS: tuple[Word, ...] = (
-    Word("mood", "cheerful", "adjective", "tint", "amber"),
-    Word("mood", "grumpy", "adjective", "tint", "violet"),
+    Word("mood", "cheerful", "adjective", "tint", "yellow"),
+    Word("mood", "grumpy", "adjective", "tint", "magenta"),
+    Word("mood", "calm", "adjective", "tint", "cyan"),
     Word("mood", "sleepy", "adjective"),
     Word("job", "pilot", "noun", "shape", "square"),
     Word("job", "baker", "noun", "shape", "round"),
-    Word("job", "wizard", "noun", "tint", "teal"),
     Word("job", "gardener", "noun"),
 )
 

@@ -12,7 +12,9 @@ torch version, same thread count, same result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import logging
 import math
 import sys
@@ -60,7 +62,6 @@ def load_corpus(captions_dir: str | Path, preprocess, tokenize):
     """(images (n, 3, H, W), tokens (n, L)) of every sample in the img2dataset tars, in key order."""
     import torch
     from PIL import Image
-    import io
 
     images, texts = [], []
     for tar_path in sorted(Path(captions_dir).glob("[0-9]*.tar")):
@@ -83,36 +84,57 @@ def train(images, tokens, config: TrainConfig = TrainConfig(), *, progress: bool
     import torch
     from open_clip.loss import ClipLoss
 
+    with _deterministic(config):
+        model, _ = demo_model.create_model()
+        optimizer = _optimizer(model, config)
+        steps = math.ceil(len(images) / config.batch_size) * config.epochs
+        schedule = _cosine_schedule(optimizer, config, steps)
+        order_rng = torch.Generator().manual_seed(config.seed)
+        start = time.perf_counter()
+        initial = evaluate_loss(model, images, tokens, config.batch_size)
+        losses = []
+        for epoch in _epochs(config.epochs, progress):
+            order = torch.randperm(len(images), generator=order_rng)
+            losses.append(_run_epoch(model, ClipLoss(), optimizer, schedule, images, tokens,
+                                     order.split(config.batch_size)))
+            log.info("epoch %d: loss %.4f", epoch + 1, losses[-1])
+        model.eval()
+    return TrainResult(model, losses, initial, time.perf_counter() - start, len(images))
+
+
+def _run_epoch(model, loss_fn, optimizer, schedule, images, tokens, batches) -> float:
+    """One pass over ``batches`` (index tensors); returns the mean loss."""
+    import torch
+
+    model.train()
+    total = 0.0
+    for batch in batches:
+        loss = loss_fn(*model(images[batch], tokens[batch]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():  # CLIP clamps the learned temperature at 100
+            model.logit_scale.clamp_(0, math.log(100))
+        total += loss.item() * len(batch)
+    return total / len(images)
+
+
+@contextlib.contextmanager
+def _deterministic(config: TrainConfig):
+    """Seeds, deterministic kernels and a fixed thread count, restored afterwards."""
+    import torch
+
+    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(config.seed)
-    model, _ = demo_model.create_model()
-    loss_fn = ClipLoss()
-    optimizer = _optimizer(model, config)
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    schedule = _cosine_schedule(optimizer, config, steps_per_epoch * config.epochs)
-    order_rng = torch.Generator().manual_seed(config.seed)
-    start = time.perf_counter()
-    initial = evaluate_loss(model, images, tokens, config.batch_size)
-    losses = []
-    for epoch in _epochs(config.epochs, progress):
-        model.train()
-        order = torch.randperm(len(images), generator=order_rng)
-        total = 0.0
-        for batch in order.split(config.batch_size):
-            image_features, text_features, logit_scale = model(images[batch], tokens[batch])
-            loss = loss_fn(image_features, text_features, logit_scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            with torch.no_grad():  # CLIP clamps the learned temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
-            total += loss.item() * len(batch)
-        losses.append(total / len(images))
-        log.info("epoch %d: loss %.4f", epoch + 1, losses[-1])
-    model.eval()
-    return TrainResult(model, losses, initial, time.perf_counter() - start, len(images))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(strict)
 
 
 def evaluate_loss(model, images, tokens, batch_size: int) -> float:
@@ -141,9 +163,9 @@ def save_checkpoint(model, tokens, path: str | Path) -> Path:
     used[tokens.unique()] = True
     state["token_embedding.weight"][~used] = 0.0
     state = {name: t.half() if t.is_floating_point() else t for name, t in state.items()}
-    with storage.atomic_path(path) as tmp:
-        torch.save({"name": demo_model.MODEL_NAME, "state_dict": state}, tmp)
-    return Path(path)
+    buffer = io.BytesIO()  # saved from memory, the archive's inner name does not depend on the path
+    torch.save({"name": demo_model.MODEL_NAME, "state_dict": state}, buffer)
+    return storage.write_bytes(path, buffer.getvalue())
 
 
 def _optimizer(model, config: TrainConfig):
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     world_config = WorldConfig()
     with tempfile.TemporaryDirectory(prefix="vlaudit-demo-world-") as scratch:
         world = generate_world(args.world_dir or Path(scratch) / "world", world_config)
-        model, preprocess = demo_model.create_model()
+        _, preprocess = demo_model.create_model()
         images, tokens = load_corpus(world.captions_dir, preprocess, demo_model.tokenizer())
     result = train(images, tokens, config)
     checkpoint = save_checkpoint(result.model, tokens, args.out)

@@ -29,19 +29,36 @@ from engine.demo.spec import AXES, FACE_BASE_RATES, LEXICON, WORDS, WorldConfig,
 
 log = logging.getLogger(__name__)
 
+GENERATOR_VERSION = 1  # bump when the same config would draw or plan differently
 _FACE_STREAM, _PAIR_STREAM = 1, 2  # seed streams for face-set and corpus images
 EXTRA_COLUMNS = tuple(AXES)  # saved like img2dataset's save_additional_columns
 
 
 @dataclass(frozen=True)
 class World:
+    """The paths of a toy world on disk."""
+
     root: Path
 
-    faces_dir = property(lambda self: self.root / "faces")
-    captions_dir = property(lambda self: self.root / "captions")
-    taxonomy = property(lambda self: self.root / "taxonomy.csv")
-    lexicon = property(lambda self: self.root / "lexicon.csv")
-    truth_path = property(lambda self: self.root / "truth.json")
+    @property
+    def faces_dir(self) -> Path:
+        return self.root / "faces"
+
+    @property
+    def captions_dir(self) -> Path:
+        return self.root / "captions"
+
+    @property
+    def taxonomy(self) -> Path:
+        return self.root / "taxonomy.csv"
+
+    @property
+    def lexicon(self) -> Path:
+        return self.root / "lexicon.csv"
+
+    @property
+    def truth_path(self) -> Path:
+        return self.root / "truth.json"
 
     @property
     def face_source(self) -> str:
@@ -59,7 +76,7 @@ def generate_world(out_dir: str | Path, config: WorldConfig | None = None, *, pr
     config = config or WorldConfig()
     validate_words()
     world = World(Path(out_dir))
-    if world.truth_path.exists() and world.truth().get("config") == dataclasses.asdict(config):
+    if world.truth_path.exists() and _same_world(world.truth(), config):
         log.info("reusing the toy world in %s", world.root)
         return world
     streams = np.random.SeedSequence(config.seed).spawn(2)
@@ -72,6 +89,10 @@ def generate_world(out_dir: str | Path, config: WorldConfig | None = None, *, pr
         _write_word_lists(staged)
         storage.write_json(staged.truth_path, _truth(config, faces, pairs))
     return world
+
+
+def _same_world(truth: dict, config: WorldConfig) -> bool:
+    return truth.get("generator") == GENERATOR_VERSION and truth.get("config") == dataclasses.asdict(config)
 
 
 def face_image(config: WorldConfig, stream: int, row: int, tint: str, shape: str, eyes_closed: bool) -> bytes:
@@ -116,6 +137,7 @@ def _truth(config: WorldConfig, faces: pl.DataFrame, pairs: pl.DataFrame) -> dic
     } for w in WORDS]
     face_counts = {axis: {g: int((faces[axis] == g).sum()) for g in groups} for axis, groups in AXES.items()}
     return {
+        "generator": GENERATOR_VERSION,
         "config": dataclasses.asdict(config),
         "axes": {axis: list(groups) for axis, groups in AXES.items()},
         "face_base_rates": {axis: dict(zip(AXES[axis], rates)) for axis, rates in FACE_BASE_RATES.items()},
