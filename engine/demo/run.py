@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "toy-faces"
 REPORT_TITLE = "vlaudit demo: a synthetic world with planted bias"
+DEVICE = "cpu"  # the tiny model is fast anywhere; fp32 on the CPU gives the same numbers everywhere
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _index(run: DemoRun) -> None:
     indexes = run.config.out_dir / "indexes"
     model = ModelSpec(MODEL_NAME, checkpoint=str(run.config.checkpoint))
     run_build(BuildConfig(name=INDEX_NAME, source=run.world.face_source, model=model, indexes_dir=indexes,
-                          workers=0, overwrite=True, progress=run.config.progress))
+                          workers=0, device=DEVICE, overwrite=True, progress=run.config.progress))
     run.paths["index"] = indexes / INDEX_NAME
 
 
@@ -109,7 +110,8 @@ def _audit(run: DemoRun) -> None:
 
     out = run.config.out_dir / "audit"
     run_audit(str(run.paths["index"]), str(run.world.taxonomy), out, k=run.config.k,
-              attributes=tuple(AXES), null_draws=run.config.null_draws, alpha=run.config.alpha)
+              attributes=tuple(AXES), null_draws=run.config.null_draws, alpha=run.config.alpha,
+              device=DEVICE)
     run.paths["audit"] = out
 
 
