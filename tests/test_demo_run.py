@@ -78,3 +78,14 @@ def test_the_cli_renders_the_checks_and_ends_with_the_report_path(demo):
     assert "cheerful" in text and "FAIL" not in text
     assert text.splitlines()[-1] == f"report: {result['report']}"
     json.dumps(result, default=str)  # --json prints it
+
+
+def test_bad_demo_settings_are_refused_before_any_work(tmp_path):
+    from engine.demo.run import DemoConfig, run_demo
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match="k must lie in 1..300"):
+        DemoConfig(out_dir=tmp_path, world=REDUCED, k=301)
+    with pytest.raises(InputError, match="checkpoint .* is missing"):
+        run_demo(DemoConfig(out_dir=tmp_path, world=REDUCED, checkpoint=tmp_path / "none.pt"))
+    assert not any(tmp_path.iterdir())
