@@ -37,7 +37,7 @@ class ScanConfig:
     taxonomy: str = "sobit"
     lexicon: str = "default"
     exact_forms: bool = False
-    workers: int = 1  # processes for the local engine (each maps one file at a time)
+    workers: int = 0  # local processes, each mapping one file at a time; 0: one per CPU and file
     threads: int = 0  # matching threads per file; 0: the CPUs divided among the workers
     executor: batch.ExecutorOptions = field(default_factory=batch.ExecutorOptions)
     examples_per_pair: int = 3
@@ -49,8 +49,8 @@ class ScanConfig:
     def __post_init__(self):
         if not self.sources:
             raise InputError("give at least one caption source (file, directory or glob)")
-        if self.workers < 1:
-            raise InputError(f"--workers must be 1 or more, not {self.workers}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 (one per CPU) or more, not {self.workers}")
         if self.threads < 0:
             raise InputError(f"--threads must be 0 (automatic) or more, not {self.threads}")
         if self.examples_per_pair < 0:
@@ -108,19 +108,20 @@ def staging_dir(db: str | Path) -> Path:
     return db.with_name(db.name + ".staging")
 
 
-def threads_per_file(config: ScanConfig) -> int:
-    """Matching threads per file: as asked, else the CPUs shared by the local worker processes
-    (one on Ray, whose actors hold one CPU each)."""
+def parallelism(config: ScanConfig, files: int) -> tuple[int, int]:
+    """(worker processes, matching threads per file). Processes scale best (each reads and
+    matches its own file); with fewer files than CPUs the spare CPUs become threads. On Ray each
+    actor holds one CPU: one thread."""
+    cpus = os.cpu_count() or 1
+    workers = config.workers or max(1, min(cpus, files))
     if config.threads:
-        return config.threads
-    if config.executor.engine == "ray":
-        return 1
-    return max(1, (os.cpu_count() or 1) // config.workers)
+        return workers, config.threads
+    return workers, 1 if config.executor.engine == "ray" else max(1, cpus // workers)
 
 
 def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
     staging = staging_dir(config.db)
-    threads = threads_per_file(config)
+    workers, threads = parallelism(config, len(todo))
     statuses: dict[str, int] = {}
     for start in range(0, len(todo), config.round_files):
         round_ = todo[start:start + config.round_files]
@@ -129,7 +130,7 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
         for task, (_, source) in zip(tasks, round_):
             count.drop_stale(staging, task.shard_id, source)
         report = batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
-                                  workers=min(config.workers, len(tasks)), desc="caption files",
+                                  workers=min(workers, len(tasks)), desc="caption files",
                                   progress=config.progress)
         for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
             with store.transaction(con):

@@ -24,15 +24,15 @@ def add_parser(subparsers) -> None:
                         help="demographic lexicon: default, or a CSV axis,group,term[,pos,ambiguous,context]")
     parser.add_argument("--exact-forms", action="store_true",
                         help="match only the forms written in the files (no plurals)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="local processes, each scanning one file at a time (default 1; more "
-                             "for many small files such as img2dataset shards)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="local processes, each scanning one file at a time (default: one per "
+                             "CPU, at most one per file)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="matching threads per file (default: the CPUs shared by the workers)")
+                        help="matching threads per file (default: the CPUs left to each worker)")
     parser.add_argument("--examples", type=int, default=3, metavar="N",
                         help="evidence captions per word x group (default 3)")
-    parser.add_argument("--memory-limit", default="2GB", metavar="SIZE",
-                        help="DuckDB memory limit; bigger reduces spill to disk (default 2GB)")
+    parser.add_argument("--memory-limit", default="512MB", metavar="SIZE",
+                        help="DuckDB memory limit; bigger reduces spill to disk (default 512MB)")
     parser.add_argument("--prior-scale", type=float, default=1000.0, metavar="A0",
                         help="total pseudo-count of the log-odds prior (default 1000)")
     add_engine_arguments(parser)
