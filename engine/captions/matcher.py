@@ -198,20 +198,19 @@ def _output_arrays(capacity: int, n_terms: int, previous=None) -> tuple:
 
 
 def _buffers(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, offsets) of a string column, without copying: int32 offsets for ``string``,
-    int64 for ``large_string`` (the kernel takes both); nulls become empty strings."""
+    """(UTF-8 bytes, int64 offsets) of a string column; the bytes are not copied (``string``
+    offsets are widened with numpy, cheaper than an Arrow cast); nulls become empty strings."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if column.null_count:
         column = pc.fill_null(column, "")
-    if pa.types.is_string_view(column.type) or not (pa.types.is_string(column.type)
-                                                     or pa.types.is_large_string(column.type)):
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         column = column.cast(pa.large_string())
     width = np.int64 if pa.types.is_large_string(column.type) else np.int32
     _, offsets_buffer, data_buffer = column.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=width)[column.offset:column.offset + len(column) + 1]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    return data, offsets
+    return data, offsets.astype(np.int64, copy=False)
 
 
 def distinct_estimate(registers: np.ndarray) -> float:
