@@ -3,8 +3,9 @@
 Flow: discover the source files (engine.captions.shards) -> register them in the database
 (engine.captions.store; files already done and unchanged are skipped) -> run the per-shard map
 (engine.captions.count.scan_task) through the shard runner (engine.batch: local process pool or
-Ray) in rounds of ``round_files`` files -> ingest each finished shard into the database in its
-own transaction -> reduce the database into the output directory (engine.captions.outputs).
+Ray) in rounds of a few files per worker -> ingest each round into the database (transactions of
+bounded size) while the next round maps -> reduce the database into the output directory
+(engine.captions.outputs).
 
 Interrupting a scan loses at most the shards of the current round that were not yet staged: a
 rerun ingests staged shards, scans the rest, and gives the same result as an uninterrupted run.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from engine.errors import InputError
 
 log = logging.getLogger(__name__)
 
-ROUND_FILES = 256  # files per round of map + ingest: bounds the staged data on disk
+CLUSTER_ROUND_FILES = 1024  # a cluster's round: enough files for every worker; bounds staging
 COMMIT_BYTES = 64 << 20  # staged matches per ingest transaction: bounds the driver's memory
 
 
@@ -43,7 +45,7 @@ class ScanConfig:
     examples_per_pair: int = 3
     prior_scale: float = DEFAULT_PRIOR_SCALE
     progress: bool = True
-    round_files: int = ROUND_FILES  # files mapped before their results are ingested
+    round_files: int = 0  # files per round (ingested while the next maps); 0: 4 per local worker
     memory_limit: str = "512MB"  # DuckDB's limit; larger reduces spill to disk beside the database
 
     def __post_init__(self):
@@ -55,8 +57,8 @@ class ScanConfig:
             raise InputError(f"--threads must be 0 (automatic) or more, not {self.threads}")
         if self.examples_per_pair < 0:
             raise InputError(f"--examples must be 0 or more, not {self.examples_per_pair}")
-        if self.round_files < 1:
-            raise InputError(f"round_files must be positive, not {self.round_files}")
+        if self.round_files < 0:
+            raise InputError(f"round_files must be 0 (automatic) or positive, not {self.round_files}")
         if not self.prior_scale > 0:
             raise InputError(f"--prior-scale must be positive, not {self.prior_scale}")
 
@@ -120,28 +122,52 @@ def parallelism(config: ScanConfig, files: int) -> tuple[int, int]:
 
 
 def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
+    """Map the files round by round; while a round maps (in a background thread driving the
+    shard runner), the previous round is ingested here, so the database work overlaps the scan."""
     staging = staging_dir(config.db)
     workers, threads = parallelism(config, len(todo))
+    local = config.executor.engine == "local"
+    size = config.round_files or (4 * workers if local else CLUSTER_ROUND_FILES)
+    rounds = [todo[start:start + size] for start in range(0, len(todo), size)]
     statuses: dict[str, int] = {}
-    for start in range(0, len(todo), config.round_files):
-        round_ = todo[start:start + config.round_files]
+
+    def map_round(round_):
         tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads))
                  for shard_id, source in round_]
         for task, (_, source) in zip(tasks, round_):
             count.drop_stale(staging, task.shard_id, source)
-        report = batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
-                                  workers=min(workers, len(tasks)), desc="caption files",
-                                  progress=config.progress)
-        for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
-            with store.transaction(con):
-                for shard_id, source in group:
-                    status = _ingest_one(con, staging, report, shard_id, source)
-                    statuses[status] = statuses.get(status, 0) + 1
-            for shard_id, _ in group:  # after the commit: a crash before it ingests them again
-                count.remove_staged(staging, _task_id(shard_id))
+        return batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
+                                workers=min(workers, len(tasks)), desc="caption files",
+                                progress=config.progress)
+
+    if not local:  # a cluster client stays on the main thread
+        for round_ in rounds:
+            _ingest_round(con, staging, map_round(round_), round_, statuses)
+        return _finish(staging, statuses)
+    with ThreadPoolExecutor(1, thread_name_prefix="caption-map") as mapper:
+        pending = mapper.submit(map_round, rounds[0]) if rounds else None
+        for index, round_ in enumerate(rounds):
+            report = pending.result()
+            if index + 1 < len(rounds):
+                pending = mapper.submit(map_round, rounds[index + 1])
+            _ingest_round(con, staging, report, round_, statuses)
+    return _finish(staging, statuses)
+
+
+def _finish(staging: Path, statuses: dict[str, int]) -> dict[str, int]:
     if staging.exists() and not any(staging.iterdir()):
         staging.rmdir()
     return statuses
+
+
+def _ingest_round(con, staging: Path, report, round_: list, statuses: dict[str, int]) -> None:
+    for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
+        with store.transaction(con):
+            for shard_id, source in group:
+                status = _ingest_one(con, staging, report, shard_id, source)
+                statuses[status] = statuses.get(status, 0) + 1
+        for shard_id, _ in group:  # after the commit: a crash before it ingests them again
+            count.remove_staged(staging, _task_id(shard_id))
 
 
 def _commit_groups(staging: Path, round_: list) -> list[list]:
