@@ -48,6 +48,8 @@ def plural(token: str) -> str:
         return IRREGULAR[token]
     if token in INVARIANT or not token.isalpha():
         return token
+    if token.endswith("person"):
+        return token[:-6] + "people"  # businessperson, salesperson
     if token.endswith("man") and token not in MAN_EXCEPTIONS and len(token) > 3:
         return token[:-3] + "men"  # policeman, businesswoman, handyman
     if token.endswith(("s", "x", "z", "sh")) or (token.endswith("ch") and token not in CH_AS_K):
