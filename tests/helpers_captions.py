@@ -7,21 +7,18 @@ compiled matcher.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import io
 import json
 import os
 import tarfile
-import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import regex
+from helpers_faces import serve_directory as loopback_server
 
 TOKEN = regex.compile(r"[\p{L}\p{M}\p{N}]+")
 
@@ -87,25 +84,6 @@ def webdataset_tar(path: Path, samples: Sequence[dict]) -> Path:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def loopback_server(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 from a thread; yield the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def write_images(directory: Path, count: int) -> list[str]:
