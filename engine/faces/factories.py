@@ -139,7 +139,7 @@ def search_backend(index, k: int):
 class BlasFlatSearch:
     """Exact inner-product top-k over an IndexFlatIP's own vectors (no copy), query block by block."""
 
-    BLOCK_SCORES = 1 << 25  # scores held at once (128 MB of float32)
+    BLOCK_SCORES = 1 << 26  # scores held at once (256 MB of float32), one buffer reused
 
     def __init__(self, index):
         import faiss
@@ -151,14 +151,17 @@ class BlasFlatSearch:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        block = max(1, self.BLOCK_SCORES // max(1, len(self.vectors)))
+        block = min(len(queries), max(1, self.BLOCK_SCORES // max(1, len(self.vectors))))
+        buffer = np.empty((block, len(self.vectors)), dtype=np.float32)
         scores = np.empty((len(queries), k), dtype=np.float32)
         ids = np.empty((len(queries), k), dtype=np.int64)
         for start in range(0, len(queries), block):
-            full = torch.from_numpy(queries[start:start + block] @ self.vectors.T)
-            best = torch.topk(full, k, dim=1, largest=True, sorted=True)
-            scores[start:start + block] = best.values.numpy()
-            ids[start:start + block] = best.indices.numpy()
+            rows = slice(start, start + block)
+            full = buffer[:len(queries[rows])]
+            np.matmul(queries[rows], self.vectors.T, out=full)
+            best = torch.topk(torch.from_numpy(full), k, dim=1, largest=True, sorted=True)
+            scores[rows] = best.values.numpy()
+            ids[rows] = best.indices.numpy()
         return scores, ids
 
 
