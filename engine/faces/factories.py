@@ -3,10 +3,9 @@
 An approximate index is only as good as its recall, so every non-exact build measures
 recall@k against exact search on a sample of the indexed vectors and records it.
 Search backends: when faiss has GPU support and a GPU is present, an exact index is searched on
-a GPU copy. On the CPU an exact index is searched by ``BlasFlatSearch``: the same brute force as
-faiss's IndexFlatIP, but through numpy's BLAS (measured 1.3-2.5x faster than the BLAS bundled
-in the faiss-cpu wheel, see benchmarks/README.md) and a threaded top-k; approximate kinds use
-faiss itself.
+a GPU copy; otherwise every kind is searched by faiss on the CPU. (A numpy-sgemm + torch top-k
+search was tried: faster only while other jobs competed for the cores, 20% slower on a quiet
+machine, see benchmarks/README.md.)
 """
 
 from __future__ import annotations
@@ -125,44 +124,13 @@ def reconstruct_all(index) -> np.ndarray:
 
 def search_backend(index, k: int):
     """What to search with (anything with faiss's ``search(queries, k)``): a GPU copy of an exact
-    index when faiss and a GPU allow it, BlasFlatSearch for an exact index on the CPU, else the
-    index itself."""
+    index when faiss and a GPU allow it, else the index itself."""
     import faiss
 
-    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        return index
-    if k <= GPU_MAX_K and gpu_available():
+    exact = isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+    if exact and k <= GPU_MAX_K and gpu_available():
         return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
-    return BlasFlatSearch(index)
-
-
-class BlasFlatSearch:
-    """Exact inner-product top-k over an IndexFlatIP's own vectors (no copy), query block by block."""
-
-    BLOCK_SCORES = 1 << 26  # scores held at once (256 MB of float32), one buffer reused
-
-    def __init__(self, index):
-        import faiss
-
-        self.index = index  # keeps the vectors alive
-        self.vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
-            index.ntotal, index.d)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        block = min(len(queries), max(1, self.BLOCK_SCORES // max(1, len(self.vectors))))
-        buffer = np.empty((block, len(self.vectors)), dtype=np.float32)
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        ids = np.empty((len(queries), k), dtype=np.int64)
-        for start in range(0, len(queries), block):
-            rows = slice(start, start + block)
-            full = buffer[:len(queries[rows])]
-            np.matmul(queries[rows], self.vectors.T, out=full)
-            best = torch.topk(torch.from_numpy(full), k, dim=1, largest=True, sorted=True)
-            scores[rows] = best.values.numpy()
-            ids[rows] = best.indices.numpy()
-        return scores, ids
+    return index
 
 
 def is_gpu_index(index) -> bool:
