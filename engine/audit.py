@@ -130,7 +130,8 @@ def audit(index, taxonomy: str | tx.Taxonomy | pl.DataFrame = "sobit", *, k: int
     _check_tokens(words.words, encoder)
     embeddings = _encode_unique(encoder, prompts["text"].to_list())
     core = audit_vectors(prompts, embeddings, face_index.faces, face_index.vectors(),
-                         lambda vectors, top: query.search(face_index, vectors, top), config)
+                         lambda vectors, top: query.search(face_index, vectors, top), config,
+                         item_statistics=face_index.item_statistics())
     manifest = _manifest(face_index, words, templates, config, core.summary["attributes"])
     summary = core.summary | {"index": {"name": face_index.name, "path": str(face_index.path),
                                         "items": face_index.faces.height}}
@@ -148,9 +149,11 @@ def run_audit(name: str, taxonomy: str, out_dir: str | Path, *, indexes_dir: str
 
 
 def audit_vectors(prompts: pl.DataFrame, prompt_embeddings: np.ndarray, faces: pl.DataFrame,
-                  item_vectors: np.ndarray, search: Search, config: AuditConfig) -> AuditResult:
+                  item_vectors: np.ndarray, search: Search, config: AuditConfig, *,
+                  item_statistics: skew.ItemStatistics | None = None) -> AuditResult:
     """The pure core: prompts (taxonomy.prompts.PROMPT_SCHEMA) with their embeddings, the face
-    table and its vectors (row i = item_id i), and ``search(vectors, k) -> (scores, item_ids)``."""
+    table and its vectors (row i = item_id i), and ``search(vectors, k) -> (scores, item_ids)``.
+    ``item_statistics`` (an index stores them) saves computing them from ``item_vectors``."""
     _check_k(config.k, faces.height)
     names = list(config.attributes) if config.attributes is not None else groups.default_names(faces)
     attributes = groups.encode(faces, names, explicit=config.attributes is not None)
@@ -159,7 +162,8 @@ def audit_vectors(prompts: pl.DataFrame, prompt_embeddings: np.ndarray, faces: p
     queries, vectors, family = deduplicate(prompts, prompt_embeddings)
     scores, item_ids = search(vectors, config.k)
     settings = retrieval_skew.SkewSettings(config.k, config.floor, config.null_draws, config.exact_max, config.seed)
-    moments = skew.item_moments(skew.CentredItems.of(item_vectors), [a.codes for a in attributes],
+    statistics = item_statistics or skew.ItemStatistics.of(item_vectors)
+    moments = skew.item_moments(statistics, item_vectors, [a.codes for a in attributes],
                                 [len(a.groups) for a in attributes])
     results = [retrieval_skew.measure(a, item_ids, vectors, m, family, settings) for a, m in zip(attributes, moments)]
     table = retrieval_skew.skew_frame(results, queries, config.k)

@@ -41,6 +41,29 @@ def test_round_trip_keeps_vectors_faces_failures_and_manifest(indexes_dir):
     assert not list(indexes_dir.glob(".*"))  # nothing temporary left behind
 
 
+def test_item_statistics_are_stored_and_equal_a_float64_computation(indexes_dir):
+    written, vectors = _write(indexes_dir, count=300)
+    opened = open_index("synthetic", indexes_dir)
+    assert "item_statistics.npy" in opened.manifest["checksums"]
+    stored = opened.item_statistics()
+    exact = vectors.astype(np.float64)
+    centred = exact - stored.centre.astype(np.float64)
+    np.testing.assert_allclose(stored.mean, exact.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(stored.gram, centred.T @ centred, rtol=1e-5, atol=1e-5)  # float32 products
+    assert stored.count == 300
+
+
+def test_index_without_item_statistics_computes_them(indexes_dir):
+    """Indexes written before item_statistics.npy existed still audit: it is computed on open."""
+    written, _ = _write(indexes_dir)
+    manifest = storage.read_json(written.path / "manifest.json")
+    del manifest["checksums"]["item_statistics.npy"]
+    (written.path / "item_statistics.npy").unlink()
+    storage.write_json(written.path / "manifest.json", manifest)
+    opened = open_index("synthetic", indexes_dir)
+    np.testing.assert_allclose(opened.item_statistics().gram, written.item_statistics().gram, atol=1e-6)
+
+
 def test_damaged_file_is_detected_by_its_checksum(indexes_dir):
     written, _ = _write(indexes_dir)
     faces = written.path / "faces.parquet"

@@ -134,7 +134,7 @@ def test_casc_hand_case():
     vectors = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
     codes = np.array([0, 0, 1, 1])
     query = np.array([[1.0, 0.0]])
-    (moments,) = skew.item_moments(skew.CentredItems.of(vectors), [codes], [2])
+    (moments,) = skew.item_moments(skew.ItemStatistics.of(vectors), vectors, [codes], [2])
     # cosines 1, 1, 0, 0: means 1 and 0, std (ddof 1) = sqrt(1/3)
     np.testing.assert_allclose(skew.casc(query, moments), [[math.sqrt(3), -math.sqrt(3)]], rtol=1e-6)
 
@@ -149,9 +149,24 @@ def test_casc_matches_brute_force_over_all_items(unlabelled_share):
     codes[rng.random(n) < unlabelled_share] = -1
     queries = rng.normal(size=(6, d))
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    (moments,) = skew.item_moments(skew.CentredItems.of(vectors), [codes], [n_groups])
+    (moments,) = skew.item_moments(skew.ItemStatistics.of(vectors), vectors, [codes], [n_groups])
     expected = [[casc_brute(q, vectors, codes, g) for g in range(n_groups)] for q in queries]
     np.testing.assert_allclose(skew.casc(queries, moments), expected, rtol=1e-4)
+
+
+def test_item_statistics_accumulate_block_by_block(monkeypatch):
+    rng = np.random.default_rng(8)
+    vectors = (rng.normal(size=(1000, 12)) + 0.5).astype(np.float32)
+    whole = skew.ItemStatistics.of(vectors)
+    monkeypatch.setattr(skew.ItemStatistics, "BLOCK", 64)
+    blocked = skew.ItemStatistics.of(vectors)
+    centred = vectors.astype(np.float64) - whole.centre.astype(np.float64)
+    scale = np.trace(centred.T @ centred)  # off-diagonal entries near 0: compare on this scale
+    np.testing.assert_allclose(blocked.gram, centred.T @ centred, atol=1e-6 * scale)
+    np.testing.assert_allclose(whole.gram, centred.T @ centred, atol=1e-6 * scale)
+    round_trip = skew.ItemStatistics.from_array(whole.to_array(), whole.count)
+    np.testing.assert_array_equal(round_trip.gram, whole.gram)
+    np.testing.assert_array_equal(round_trip.mean, whole.mean)
 
 
 # --- nulls -----------------------------------------------------------------------------------------

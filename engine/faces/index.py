@@ -1,8 +1,10 @@
 """FAISS index + face table + manifest on disk: write, open, verify, list.
 
 Layout of ``indexes/NAME/``: ``index.faiss``, ``faces.parquet`` (row-aligned with the index,
-schema in faces.table), ``failures.parquet`` (key, image, reason), ``manifest.json``.
-The directory is written whole and atomically; the manifest holds the sha256 of the other three.
+schema in faces.table), ``failures.parquet`` (key, image, reason), ``item_statistics.npy`` (the
+vectors' mean and centred Gram matrix, (d + 1, d) float64, for C-ASC: skew.ItemStatistics),
+``manifest.json``. The directory is written whole and atomically; the manifest holds the sha256
+of the other files. (Indexes written before item_statistics.npy existed compute it when audited.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vlaudit-index/1"
 INDEX_FILE, FACES_FILE, FAILURES_FILE = "index.faiss", "faces.parquet", "failures.parquet"
-DATA_FILES = (INDEX_FILE, FACES_FILE, FAILURES_FILE)
+STATISTICS_FILE = "item_statistics.npy"
+DATA_FILES = (INDEX_FILE, FACES_FILE, FAILURES_FILE, STATISTICS_FILE)
 FAILURE_SCHEMA = {"key": pl.Utf8, "image": pl.Utf8, "reason": pl.Utf8}
 NORM_TOLERANCE = 1e-2
 
@@ -34,6 +37,7 @@ class FaceIndex:
     faces: pl.DataFrame
     faiss_index: object
     _vectors: np.ndarray | None = field(default=None, repr=False)
+    _statistics: object = field(default=None, repr=False)
     _search_copy: object = field(default=None, repr=False)  # GPU copy, made on first search
 
     @property
@@ -57,6 +61,20 @@ class FaceIndex:
             self._vectors = factories.reconstruct_all(self.faiss_index)
         return self._vectors
 
+    def item_statistics(self):
+        """The vectors' skew.ItemStatistics: read from the index directory, or computed (once per
+        FaceIndex) for an index written before the file existed."""
+        from engine.faces.skew import ItemStatistics
+
+        if self._statistics is None:
+            file = self.path / STATISTICS_FILE
+            if STATISTICS_FILE in self.manifest.get("checksums", {}):
+                self._statistics = ItemStatistics.from_array(np.load(file), self.faces.height)
+            else:
+                log.info("index %s has no %s: computing it", self.name, STATISTICS_FILE)
+                self._statistics = ItemStatistics.of(self.vectors())
+        return self._statistics
+
     def failures(self) -> pl.DataFrame:
         return pl.read_parquet(self.path / FAILURES_FILE)
 
@@ -73,6 +91,8 @@ def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *
     and by other stages to make synthetic indexes). ``model`` is ModelSpec.describe() output."""
     import faiss
 
+    from engine.faces.skew import ItemStatistics
+
     out_dir = Path(out_dir)
     faces = table.validate(faces, f"index {out_dir.name}")
     vectors = _check_vectors(vectors, faces.height)
@@ -82,6 +102,8 @@ def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *
         faiss.write_index(built.index, str(tmp / INDEX_FILE))
         storage.write_parquet(tmp / FACES_FILE, faces)
         storage.write_parquet(tmp / FAILURES_FILE, failures)
+        statistics = ItemStatistics.of(vectors)
+        storage.write_npy(tmp / STATISTICS_FILE, statistics.to_array())
         manifest = {
             "format": FORMAT, "name": out_dir.name, "created": storage.utc_now(),
             "model": model, "preprocessing": preprocessing, "dim": int(vectors.shape[1]),
@@ -93,7 +115,7 @@ def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *
         }
         storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
     log.info("wrote index %s: %d items, %d failures", out_dir, faces.height, failures.height)
-    return FaceIndex(out_dir, manifest, faces, built.index)
+    return FaceIndex(out_dir, manifest, faces, built.index, _statistics=statistics)
 
 
 def open_index(name: str, indexes_dir: str | Path = "indexes", *, verify: bool = True) -> FaceIndex:

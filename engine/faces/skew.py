@@ -20,7 +20,7 @@ and sources: ../shared/METHODS.md §2. Logarithms are natural.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -108,47 +108,80 @@ class ItemMoments:
 
 
 @dataclass(frozen=True)
-class CentredItems:
-    """All item vectors centred on their mean, and their Gram matrix: computed once, shared by
-    every attribute. Sums of centred vectors keep float32 products accurate."""
+class ItemStatistics:
+    """The mean of all item vectors and the Gram matrix of the vectors centred on it: the part of
+    C-ASC that depends on every item but on no label. Computed once per index (written with it,
+    engine.faces.index) and shared by every attribute and audit. Centring keeps the float32
+    products accurate; the Gram matrix is accumulated in float64 block by block."""
 
     mean: np.ndarray  # (d,) float64
-    centred: np.ndarray  # (n, d) float32, X - mean
-    gram: np.ndarray  # (d, d) float64, centred^T centred
-    _covariances: dict = field(default_factory=dict, repr=False)
+    gram: np.ndarray  # (d, d) float64, sum over items of (x - centre)(x - centre)^T
+    count: int
+
+    BLOCK = 16_384  # rows centred at a time
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The float32 point the vectors are centred on (the mean, rounded)."""
+        return self.mean.astype(np.float32)
 
     @classmethod
-    def of(cls, vectors: np.ndarray) -> "CentredItems":
+    def of(cls, vectors: np.ndarray) -> "ItemStatistics":
         vectors = np.asarray(vectors, dtype=np.float32)
         mean = vectors.mean(axis=0, dtype=np.float64)
-        centred = vectors - mean.astype(np.float32)
-        return cls(mean, centred, (centred.T @ centred).astype(np.float64))
+        centre = mean.astype(np.float32)
+        gram = np.zeros((vectors.shape[1],) * 2)
+        for start in range(0, len(vectors), cls.BLOCK):
+            block = vectors[start:start + cls.BLOCK] - centre
+            gram += block.T @ block
+        return cls(mean, gram, len(vectors))
 
-    def covariance(self, labelled: np.ndarray) -> np.ndarray:
-        """Covariance (ddof 1) of the items where ``labelled``; the Gram matrix of the rest is
-        subtracted from the whole (cheap when few are unlabelled). Cached per mask."""
-        key = np.packbits(labelled).tobytes()
-        if key not in self._covariances:
-            gram, labelled_sum = self.gram, self.centred.sum(axis=0, dtype=np.float64)
-            if not labelled.all():
-                rest = self.centred[~labelled]
-                gram = gram - (rest.T @ rest).astype(np.float64)
-                labelled_sum = labelled_sum - rest.sum(axis=0, dtype=np.float64)
-            n = int(labelled.sum())
-            shift = labelled_sum / max(n, 1)  # labelled mean minus the overall mean
-            self._covariances[key] = (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
-        return self._covariances[key]
+    def to_array(self) -> np.ndarray:
+        """(d + 1, d) float64: the mean, then the Gram matrix (one .npy file)."""
+        return np.vstack([self.mean, self.gram])
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, count: int) -> "ItemStatistics":
+        return cls(np.asarray(array[0], dtype=np.float64), np.asarray(array[1:], dtype=np.float64), count)
 
 
-def item_moments(items: CentredItems, codes: list[np.ndarray], n_groups: list[int]) -> list[ItemMoments]:
+def item_moments(statistics: ItemStatistics, vectors: np.ndarray, codes: list[np.ndarray],
+                 n_groups: list[int]) -> list[ItemMoments]:
     """Group sums and covariance of the labelled items (``codes`` >= 0) of several attributes; the
-    group sums of all of them come from one matrix product."""
+    group sums of all of them come from one pass over the centred vectors."""
     onehot = np.concatenate([(c[:, None] == np.arange(g)).astype(np.float32) for c, g in zip(codes, n_groups)], axis=1)
     sizes = onehot.sum(axis=0).astype(np.int64)
-    sums = (items.centred.T @ onehot).T.astype(np.float64) + sizes[:, None] * items.mean  # (sum G, d)
+    centre = statistics.centre
+    centred_sums = np.zeros((onehot.shape[1], len(centre)))
+    for start in range(0, len(vectors), ItemStatistics.BLOCK):
+        rows = slice(start, start + ItemStatistics.BLOCK)
+        centred_sums += onehot[rows].T @ (vectors[rows] - centre)
+    sums = centred_sums + sizes[:, None] * centre.astype(np.float64)  # (sum G, d)
     edges = np.cumsum([0, *n_groups])
-    return [ItemMoments(sums[a:b], sizes[a:b], items.covariance(c >= 0))
-            for c, a, b in zip(codes, edges[:-1], edges[1:])]
+    covariances: dict[bytes, np.ndarray] = {}  # attributes with the same labelled items share one
+    moments = []
+    for c, a, b in zip(codes, edges[:-1], edges[1:]):
+        labelled = c >= 0
+        key = np.packbits(labelled).tobytes()
+        if key not in covariances:
+            covariances[key] = _labelled_covariance(statistics, vectors, labelled)
+        moments.append(ItemMoments(sums[a:b], sizes[a:b], covariances[key]))
+    return moments
+
+
+def _labelled_covariance(statistics: ItemStatistics, vectors: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Covariance (ddof 1) of the labelled items: the unlabelled rows' part is taken out of the
+    whole Gram matrix (cheap when few are unlabelled), then the shift to the labelled mean."""
+    centre = statistics.centre.astype(np.float64)
+    gram, labelled_sum = statistics.gram, statistics.count * statistics.mean  # sum of all vectors
+    if not labelled.all():
+        rest = vectors[~labelled]
+        centred_rest = rest - statistics.centre
+        gram = gram - centred_rest.T @ centred_rest
+        labelled_sum = labelled_sum - rest.sum(axis=0, dtype=np.float64)
+    n = int(labelled.sum())
+    shift = labelled_sum / max(n, 1) - centre  # labelled mean minus the centre
+    return (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
 
 
 def casc(queries: np.ndarray, moments: ItemMoments) -> np.ndarray:
