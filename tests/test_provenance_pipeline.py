@@ -29,8 +29,8 @@ PLANTED = {
     "thief": [("black", "male")] * 16 + [("white", "male")] * 4,
 }
 HOSTILE = "<script>window.__pwned=1</script> a nurse, a woman"
-# the hostile caption comes first: the scan keeps the first captions of each pair as examples
-CAPTIONS = ([HOSTILE] + ["a nurse and a woman at work"] * 30 + ["a nurse with a man"] * 5
+# after 30 repeats of another caption: examples are the first *distinct* captions of each pair
+CAPTIONS = (["a nurse and a woman at work"] * 30 + [HOSTILE] + ["a nurse with a man"] * 5
             + ["the pilot is a man"] * 30 + ["a pilot and a woman"] * 5
             + ["a white man arrested as a thief"] * 30 + ["a black man, not a thief"] * 2
             + ["a woman smiling"] * 40 + ["a man walking"] * 40 + ["a white woman"] * 20

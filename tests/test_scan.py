@@ -121,6 +121,32 @@ def test_a_database_keeps_one_term_configuration(tmp_path):
         run_scan(config(tmp_path, [tmp_path / "c.parquet"], exact_forms=True))
 
 
+def test_examples_are_distinct_captions_even_behind_many_duplicates(tmp_path):
+    """A pair whose first captions are one caption repeated still shows three distinct ones,
+    also when the repeats run on across files."""
+    repeated = ["A nurse and a woman."] * 30
+    laion_parquet(tmp_path / "a.parquet", repeated)
+    laion_parquet(tmp_path / "b.parquet", repeated + ["a NURSE and a woman", "the nurse is a woman",
+                                                      "woman, nurse", "nurse woman again"])
+    run_scan(config(tmp_path, [tmp_path / "*.parquet"], examples_per_pair=3))
+    examples = pl.read_parquet(tmp_path / "out" / "examples.parquet").filter(
+        word="nurse", axis="gender", group="female", variant="unambiguous")
+    assert examples["caption"].to_list() == ["A nurse and a woman.", "the nurse is a woman", "woman, nurse"]
+    assert [Path(p).name for p in examples["path"]] == ["a.parquet", "b.parquet", "b.parquet"]
+    assert examples["row"].to_list() == [0, 31, 32]  # "a NURSE and a woman" has the same tokens
+
+
+def test_a_database_from_an_earlier_format_is_refused(tmp_path):
+    import duckdb
+
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_B)
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+    with duckdb.connect(str(tmp_path / "scan.duckdb")) as con:
+        con.execute("DELETE FROM scan_config WHERE key = 'db_format'")
+    with pytest.raises(InputError, match="written by an earlier vlaudit"):
+        run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+
+
 @pytest.mark.parametrize("sources, message", [
     (["absent.parquet"], "does not exist"), (["*.nothing"], "no files match"),
     (["notes.md"], "is not a caption source")])

@@ -2,7 +2,8 @@
 
 ``count_source(source, terms)`` is a pure function of the file and the terms (both picklable), so
 any executor can run it where the file is: the local process pool or Ray (engine.batch). Its
-``ShardResult`` adds across files (``Counts.__add__``); the matched captions are rows to append.
+``ShardResult`` adds across files (``Counts.__add__``); the matched captions and the example
+candidates are rows to append.
 ``scan_task`` is the engine.batch work function: it runs the map and stages the result as files
 in the job directory, from which the driver ingests it into DuckDB (engine.captions.store).
 """
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine import storage
 from engine.captions.matcher import CompiledTerms, Counts, Matcher
@@ -27,30 +28,36 @@ from engine.captions.shards import CaptionBatch, ReadStats, Source, read_batches
 
 log = logging.getLogger(__name__)
 
-MATCHES_SCHEMA = pa.schema([("row", pa.int64()), ("key", pa.string()), ("caption", pa.large_string()),
-                            ("caption_hash", pa.uint64()), ("term_ids", pa.list_(pa.int32()))])
+MATCHES_SCHEMA = pa.schema([("row", pa.int64()), ("key", pa.string()), ("caption_hash", pa.uint64()),
+                            ("term_ids", pa.list_(pa.int32()))])
+EXAMPLES_SCHEMA = pa.schema([("word_term_id", pa.int32()), ("group_term_id", pa.int32()), ("row", pa.int64()),
+                             ("key", pa.string()), ("caption", pa.large_string()), ("caption_hash", pa.uint64())])
 
 
 @dataclass
 class ShardResult:
     counts: Counts
     matches: pa.Table  # MATCHES_SCHEMA: captions with at least one taxonomy word (see _matched)
+    examples: pa.Table  # EXAMPLES_SCHEMA: the first distinct captions of each (word, group) pair
     stats: dict  # rows_total, rows, excluded, skipped, caption_column, checksum
 
 
-def count_source(source: Source, terms: CompiledTerms, threads: int = 1) -> ShardResult:
-    """Read one source and count every term and (word, group) pair in its captions.
+def count_source(source: Source, terms: CompiledTerms, threads: int = 1, examples: int = 0) -> ShardResult:
+    """Read one source and count every term and (word, group) pair in its captions; keep the
+    first ``examples`` distinct captions (by token-sequence hash, in row order) of every pair.
 
     With ``threads`` > 1 the batches of the file are matched on that many threads (the compiled
     kernel releases the GIL; reading stays in this thread); the result is the same."""
     stats = ReadStats()
     matchers = [Matcher(terms) for _ in range(max(1, threads))]
-    parts = [part for part in _scan_batches(read_batches(source, stats), matchers) if part is not None]
-    matches = pa.concat_tables(parts) if parts else MATCHES_SCHEMA.empty_table()
+    parts = [part for part in _scan_batches(read_batches(source, stats), matchers, examples) if part is not None]
+    matches = pa.concat_tables([m for m, _ in parts]) if parts else MATCHES_SCHEMA.empty_table()
+    candidates = first_distinct(pa.concat_tables([e for _, e in parts]), examples) if parts \
+        else EXAMPLES_SCHEMA.empty_table()
     counts = matchers[0].counts
     for matcher in matchers[1:]:
         counts = counts + matcher.counts
-    return ShardResult(counts, matches, {
+    return ShardResult(counts, matches, candidates, {
         "rows_total": stats.rows_total, "rows": stats.rows, "excluded": dict(stats.excluded),
         "skipped": dict(stats.skipped), "caption_column": stats.caption_column,
         "checksum": file_checksum(source.path), "size": source.size,
@@ -75,11 +82,12 @@ def file_checksum(path: str, window: int = 1 << 26) -> str:
     return f"xxh3_128:{digest.hexdigest()}"
 
 
-def _scan_batches(batches, matchers: list[Matcher]):
-    """Matched-caption tables of each batch, in batch order; matchers shared by a thread pool."""
+def _scan_batches(batches, matchers: list[Matcher], examples: int):
+    """(matched captions, example candidates) of each batch, in batch order; matchers shared by a
+    thread pool."""
     if len(matchers) == 1:
         for batch in batches:
-            yield _scan_batch(matchers[0], batch)
+            yield _scan_batch(matchers[0], batch, examples)
         return
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for matcher in matchers:
@@ -88,7 +96,7 @@ def _scan_batches(batches, matchers: list[Matcher]):
     def scan(batch):
         matcher = idle.get()
         try:
-            return _scan_batch(matcher, batch)
+            return _scan_batch(matcher, batch, examples)
         finally:
             idle.put(matcher)
 
@@ -102,32 +110,60 @@ def _scan_batches(batches, matchers: list[Matcher]):
             yield in_flight.popleft().result()
 
 
-def _scan_batch(matcher: Matcher, batch: CaptionBatch) -> pa.Table | None:
+def _scan_batch(matcher: Matcher, batch: CaptionBatch, examples: int) -> tuple[pa.Table, pa.Table] | None:
     found = matcher.scan(batch.captions)
-    return _matched(batch, found, matcher.terms.n_words) if len(found.rows) else None
+    if not len(found.rows):
+        return None
+    return _matched(batch, found), _example_candidates(batch, found, matcher.terms.n_words, examples)
 
 
-def _matched(batch: CaptionBatch, found, n_words: int) -> pa.Table:
-    """Rows with a taxonomy word: keys (null when the row number is the key), term ids, hash,
-    and the caption text only when a group term co-occurs (the evidence for examples; a subset
-    reads captions back from the source)."""
+def _matched(batch: CaptionBatch, found) -> pa.Table:
+    """Rows with a taxonomy word: keys (null when the row number is the key), hash, term ids."""
     index = pa.array(found.rows)
-    rows = batch.rows.take(index)
     keys = batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
-    starts = found.term_offsets[:-1]
-    with_group = np.maximum.reduceat(found.terms, starts) >= n_words if len(starts) else np.zeros(0, bool)
-    captions = pc.if_else(pa.array(with_group), batch.captions.take(index).cast(pa.large_string()),
-                          pa.nulls(len(index), pa.large_string()))
+    return pa.Table.from_arrays([batch.rows.take(index), keys, pa.array(found.caption_hash), found.term_lists()],
+                                schema=MATCHES_SCHEMA)
+
+
+def _example_candidates(batch: CaptionBatch, found, n_words: int, examples: int) -> pa.Table:
+    """The first ``examples`` distinct captions of each (word, group) pair in this batch, with
+    their text: evidence for examples.parquet, chosen here so only a few captions are stored."""
+    if examples == 0:
+        return EXAMPLES_SCHEMA.empty_table()
+    terms = pl.DataFrame({"match": np.repeat(np.arange(len(found.rows)), np.diff(found.term_offsets)),
+                          "term": found.terms})
+    words = terms.filter(pl.col("term") < n_words).rename({"term": "word_term_id"})
+    pairs = words.join(terms.filter(pl.col("term") >= n_words).rename({"term": "group_term_id"}), on="match")
+    pairs = pairs.with_columns(caption_hash=pl.Series(found.caption_hash)[pairs["match"]]).sort("match")
+    pairs = _first_distinct_frame(pairs, examples)
+    index = pa.array(found.rows[pairs["match"].to_numpy()])
+    keys = batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
     return pa.Table.from_arrays(
-        [rows, keys, captions, pa.array(found.caption_hash), found.term_lists()], schema=MATCHES_SCHEMA)
+        [pa.array(pairs["word_term_id"].to_numpy().astype(np.int32)),
+         pa.array(pairs["group_term_id"].to_numpy().astype(np.int32)), batch.rows.take(index), keys,
+         batch.captions.take(index).cast(pa.large_string()), pa.array(pairs["caption_hash"].to_numpy())],
+        schema=EXAMPLES_SCHEMA)
+
+
+def first_distinct(candidates: pa.Table, examples: int) -> pa.Table:
+    """Of candidates in row order, the first ``examples`` distinct captions of each pair."""
+    frame = _first_distinct_frame(pl.from_arrow(candidates), examples)
+    return frame.to_arrow().cast(EXAMPLES_SCHEMA)
+
+
+def _first_distinct_frame(pairs: pl.DataFrame, examples: int) -> pl.DataFrame:
+    keys = ["word_term_id", "group_term_id"]
+    return (pairs.unique([*keys, "caption_hash"], keep="first", maintain_order=True)
+            .filter(pl.int_range(pl.len()).over(keys) < examples))
 
 
 # --- staging: the work function and its files --------------------------------------------------
 
 def scan_task(task, out_dir: Path) -> dict:
-    """engine.batch work function: payload (Source, CompiledTerms, threads) -> staged files, stats."""
-    source, terms, threads = task.payload
-    result = count_source(source, terms, threads)
+    """engine.batch work function: payload (Source, CompiledTerms, threads, examples) -> staged
+    files, stats."""
+    source, terms, threads, examples = task.payload
+    result = count_source(source, terms, threads, examples)
     write_staged(Path(out_dir), task.shard_id, result)
     log.debug("%s: %d captions, %d with a word", source.path, result.stats["rows"],
               result.matches.num_rows)
@@ -136,12 +172,13 @@ def scan_task(task, out_dir: Path) -> dict:
 
 def staged_paths(out_dir: Path, shard_id: str) -> dict[str, Path]:
     return {"counts": out_dir / f"{shard_id}.counts.npz",
-            "matches": out_dir / f"{shard_id}.matches.arrow"}
+            "matches": out_dir / f"{shard_id}.matches.arrow",
+            "examples": out_dir / f"{shard_id}.examples.arrow"}
 
 
 def write_staged(out_dir: Path, shard_id: str, result: ShardResult) -> None:
-    """Counts (pairs stored sparse) and matched captions (Arrow IPC), uncompressed: they live
-    until the round is ingested."""
+    """Counts (pairs stored sparse), matched captions and example candidates (Arrow IPC),
+    uncompressed: they live until the round is ingested."""
     paths = staged_paths(out_dir, shard_id)
     counts = result.counts
     pairs = np.flatnonzero(counts.n_pair)
@@ -150,14 +187,15 @@ def write_staged(out_dir: Path, shard_id: str, result: ShardResult) -> None:
             np.savez(fh, n_captions=np.int64(counts.n_captions), n_form=counts.n_form,
                      n_term=counts.n_term, pair_shape=np.array(counts.n_pair.shape),
                      pair_index=pairs, pair_n=counts.n_pair.ravel()[pairs], sketch=counts.sketch)
-    with storage.atomic_path(paths["matches"]) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, MATCHES_SCHEMA) as writer:
-            writer.write_table(result.matches)
+    for name, table in (("matches", result.matches), ("examples", result.examples)):
+        with storage.atomic_path(paths[name]) as tmp:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
 
 
-def read_staged_matches(out_dir: Path, shard_id: str) -> pa.Table:
-    """The staged matched captions, memory-mapped (no copy)."""
-    with pa.memory_map(str(staged_paths(out_dir, shard_id)["matches"])) as source:
+def read_staged_table(out_dir: Path, shard_id: str, name: str) -> pa.Table:
+    """A staged table ("matches" or "examples"), memory-mapped (no copy)."""
+    with pa.memory_map(str(staged_paths(out_dir, shard_id)[name])) as source:
         return pa.ipc.open_file(source).read_all()
 
 

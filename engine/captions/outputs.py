@@ -45,7 +45,7 @@ def write_outputs(con, termset, out_dir: str | Path, described: dict, *, example
     tables = {name: table.filter(pl.col("variant") == variant)
               for variant, name in COOCCURRENCE_FILES.items()}
     tables["terms.parquet"] = form_table(termset, reduce.form_counts(con))
-    tables["examples.parquet"] = example_table(termset, reduce.examples(con, n_words, examples_per_pair))
+    tables["examples.parquet"] = example_table(termset, reduce.examples(con, examples_per_pair))
     tables["shards.parquet"] = reduce.shards_table(con)
     manifest = _manifest(con, termset, described, counts, tables, prior_scale, examples_per_pair)
     with storage.atomic_dir(out_dir) as tmp:

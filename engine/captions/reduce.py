@@ -12,7 +12,6 @@ from collections import Counter
 import polars as pl
 
 DONE = "SELECT shard_id FROM shards WHERE status = 'done'"
-CANDIDATES = 4  # occurrences kept per example wanted, before duplicates are dropped
 
 
 def _frame(con, sql: str, params=()) -> pl.DataFrame:
@@ -73,46 +72,19 @@ def word_caption_totals(con) -> tuple[int, int]:
     return int(n), int(unique)
 
 
-def examples(con, n_words: int, per_pair: int) -> pl.DataFrame:
-    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order.
-
-    Only captions with a group term keep their text, so only they are read. Each pair keeps its
-    first ``CANDIDATES * per_pair`` occurrences (a bounded heap per pair over packed integer
-    positions: fast, and flat in memory whatever the corpus size); duplicates among them are
-    dropped, then their keys and captions are joined back."""
-    firsts = _frame(con, f"""
-        WITH words AS (
-            SELECT shard_id, "row", term_ids, unnest(term_ids) AS word_term_id
-            FROM captions WHERE caption IS NOT NULL AND shard_id IN ({DONE})),
-        pairs AS (
-            SELECT shard_id, "row", word_term_id, unnest(term_ids) AS group_term_id
-            FROM words WHERE word_term_id < ?),
-        ranked AS (SELECT shard_id, row_number() OVER (ORDER BY path) AS path_rank FROM shards),
-        positions AS (
-            SELECT word_term_id, group_term_id, (r.path_rank << 32) + p."row" AS position
-            FROM pairs p JOIN ranked r USING (shard_id) WHERE group_term_id >= ?)
-        SELECT word_term_id, group_term_id, position, position >> 32 AS path_rank,
-               position & 4294967295 AS "row"
-        FROM (SELECT word_term_id, group_term_id, unnest(arg_min(position, position, ?)) AS position
-              FROM positions GROUP BY word_term_id, group_term_id)""",
-                    [n_words, n_words, CANDIDATES * per_pair])
-    con.register("_firsts", firsts.select("path_rank", "row").unique().to_arrow())
-    try:
-        text = _frame(con, """
-            WITH ranked AS (SELECT shard_id, path, row_number() OVER (ORDER BY path) AS path_rank
-                            FROM shards)
-            SELECT f.path_rank, f."row", r.path, coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key,
-                   c.caption, c.caption_hash
-            FROM _firsts f JOIN ranked r USING (path_rank)
-            JOIN captions c ON c.shard_id = r.shard_id AND c."row" = f."row"
-            """)
-    finally:
-        con.unregister("_firsts")
-    return (firsts.join(text, on=["path_rank", "row"]).sort("word_term_id", "group_term_id", "position")
-            .unique(["word_term_id", "group_term_id", "caption_hash"], keep="first", maintain_order=True)
-            .with_columns(rank=pl.int_range(1, pl.len() + 1).over("word_term_id", "group_term_id"))
+def examples(con, per_pair: int) -> pl.DataFrame:
+    """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order,
+    from the candidates each shard kept while scanning (its first distinct captions of the pair)."""
+    candidates = _frame(con, f"""
+        SELECT e.word_term_id, e.group_term_id, s.path, e."row",
+               coalesce(e.key, CAST(e."row" AS VARCHAR)) AS key, e.caption, e.caption_hash
+        FROM shard_examples e JOIN shards s USING (shard_id) WHERE shard_id IN ({DONE})""")
+    keys = ["word_term_id", "group_term_id"]
+    return (candidates.sort(*keys, "path", "row")
+            .unique([*keys, "caption_hash"], keep="first", maintain_order=True)
+            .with_columns(rank=pl.int_range(1, pl.len() + 1).over(keys))
             .filter(pl.col("rank") <= per_pair)
-            .select("word_term_id", "group_term_id", "rank", "path", "row", "key", "caption"))
+            .select(*keys, "rank", "path", "row", "key", "caption"))
 
 
 def shards_table(con) -> pl.DataFrame:

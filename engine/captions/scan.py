@@ -48,6 +48,12 @@ class ScanConfig:
     round_files: int = 0  # files per round (ingested while the next maps); 0: 4 per local worker
     memory_limit: str = "512MB"  # DuckDB's limit; larger reduces spill to disk beside the database
 
+    @property
+    def example_candidates(self) -> int:
+        """Distinct captions kept per pair and file: twice those shown, so captions repeated
+        across files rarely leave a pair short of examples."""
+        return 2 * self.examples_per_pair
+
     def __post_init__(self):
         if not self.sources:
             raise InputError("give at least one caption source (file, directory or glob)")
@@ -132,7 +138,7 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
     statuses: dict[str, int] = {}
 
     def map_round(round_):
-        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads))
+        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads, config.example_candidates))
                  for shard_id, source in round_]
         for task, (_, source) in zip(tasks, round_):
             count.drop_stale(staging, task.shard_id, source)
@@ -163,9 +169,14 @@ def _finish(staging: Path, statuses: dict[str, int]) -> dict[str, int]:
 def _ingest_round(con, staging: Path, report, round_: list, statuses: dict[str, int]) -> None:
     for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
         with store.transaction(con):
-            for shard_id, source in group:
-                status = _ingest_one(con, staging, report, shard_id, source)
+            done = [_staged_output(staging, report, shard_id) for shard_id, _ in group
+                    if _task_id(shard_id) in report.done]
+            for status in store.ingest(con, done) if done else []:
                 statuses[status] = statuses.get(status, 0) + 1
+            for shard_id, source in group:
+                if _task_id(shard_id) not in report.done:
+                    _record_failure(con, report, shard_id, source)
+                    statuses["failed"] = statuses.get("failed", 0) + 1
         for shard_id, _ in group:  # after the commit: a crash before it ingests them again
             count.remove_staged(staging, _task_id(shard_id))
 
@@ -183,16 +194,17 @@ def _commit_groups(staging: Path, round_: list) -> list[list]:
     return [group for group in groups if group]
 
 
-def _ingest_one(con, staging: Path, report, shard_id: int, source) -> str:
+def _staged_output(staging: Path, report, shard_id: int) -> store.ShardOutput:
     task_id = _task_id(shard_id)
-    if task_id in report.done:
-        counts = count.read_staged_counts(staging, task_id)
-        matches = count.read_staged_matches(staging, task_id)
-        return store.ingest(con, shard_id, report.done[task_id], counts, matches)
-    error = report.failed.get(task_id, "not run")
+    return store.ShardOutput(shard_id, report.done[task_id], count.read_staged_counts(staging, task_id),
+                             count.read_staged_table(staging, task_id, "matches"),
+                             count.read_staged_table(staging, task_id, "examples"))
+
+
+def _record_failure(con, report, shard_id: int, source) -> None:
+    error = report.failed.get(_task_id(shard_id), "not run")
     store.record_failure(con, shard_id, error)
     log.warning("%s failed: %s", source.path, _last_line(error))
-    return "failed"
 
 
 def _task_id(shard_id: int) -> str:

@@ -12,10 +12,14 @@ Tables (created on first use):
 - ``shard_form_counts(shard_id, form_id, n)``, ``shard_term_counts(shard_id, term_id, n)``,
   ``shard_pair_counts(shard_id, word_term_id, group_term_id, n)``, ``shard_sketches(shard_id,
   registers)``: the additive map output, non-zero entries only; totals are sums over done shards.
-- ``captions(shard_id, row, key, caption, caption_hash, term_ids)``: captions with a taxonomy
-  word: their term ids and token-sequence hash; ``key`` when the source has keys (else the row
-  number is the key); ``caption`` only where a group term co-occurs (evidence for examples;
-  ``vlaudit subset`` reads captions and URLs back from the source files).
+- ``captions(shard_id, row, key, caption_hash, term_ids)``: captions with a taxonomy word: their
+  term ids and token-sequence hash; ``key`` when the source has keys (else the row number is the
+  key). ``vlaudit subset`` reads captions and URLs back from the source files.
+- ``shard_examples(shard_id, word_term_id, group_term_id, row, key, caption, caption_hash)``: the
+  first few distinct captions of each (word, group) pair in each shard, with their text: the
+  evidence examples.parquet is chosen from (engine.captions.count picks them while scanning).
+- ``scan_config`` also records ``db_format``: a database written by an incompatible version is
+  refused with a clear message.
 
 A round of shards is written in one transaction together with their statuses, so an interrupted
 scan leaves each shard either fully in or not at all (its staged result is then ingested again).
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +59,14 @@ CREATE TABLE IF NOT EXISTS shard_term_counts (shard_id INTEGER, term_id INTEGER,
 CREATE TABLE IF NOT EXISTS shard_pair_counts (shard_id INTEGER, word_term_id INTEGER,
     group_term_id INTEGER, n BIGINT);
 CREATE TABLE IF NOT EXISTS shard_sketches (shard_id INTEGER, registers BLOB);
-CREATE TABLE IF NOT EXISTS captions (shard_id INTEGER, "row" BIGINT, key VARCHAR, caption VARCHAR,
-    caption_hash UBIGINT, term_ids INTEGER[]);
+CREATE TABLE IF NOT EXISTS captions (shard_id INTEGER, "row" BIGINT, key VARCHAR, caption_hash UBIGINT,
+    term_ids INTEGER[]);
+CREATE TABLE IF NOT EXISTS shard_examples (shard_id INTEGER, word_term_id INTEGER, group_term_id INTEGER,
+    "row" BIGINT, key VARCHAR, caption VARCHAR, caption_hash UBIGINT);
 """
+DB_FORMAT = "2"  # 2: example candidates per shard (shard_examples), captions without text
 SHARD_TABLES = ("shard_form_counts", "shard_term_counts", "shard_pair_counts", "shard_sketches",
-                "captions")
+                "captions", "shard_examples")
 
 
 def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "512MB"):
@@ -93,6 +101,10 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "5
 def prepare(con, termset, config: dict[str, str]) -> None:
     """Record the terms on first use; refuse a database scanned with other terms."""
     stored = dict(con.execute("SELECT key, value FROM scan_config").fetchall())
+    config = config | {"db_format": DB_FORMAT}
+    if stored and stored.get("db_format") != DB_FORMAT:
+        raise InputError(f"this database was written by an earlier vlaudit (database format "
+                         f"{stored.get('db_format', '1')}, this version writes {DB_FORMAT}); scan into a new --db file")
     if stored and stored.get("terms_sha256") != config["terms_sha256"]:
         raise InputError(
             "this database holds counts for other terms (taxonomy "
@@ -153,29 +165,76 @@ def transaction(con):
     con.execute("COMMIT")
 
 
-def ingest(con, shard_id: int, stats: dict, counts: Counts, matches: pa.Table) -> str:
-    """Write one shard's counts and captions and set its status (inside ``transaction``); a
-    pending shard has no rows yet (register() cleared changed files). Return the status."""
-    twin = con.execute("SELECT min(shard_id) FROM shards WHERE checksum = ? AND status = 'done' "
-                       "AND shard_id <> ?", [stats["checksum"], shard_id]).fetchall()[0][0]
-    status = "duplicate" if twin is not None else "done"
-    if twin is None:
-        _insert_counts(con, shard_id, counts)
-        con.register("_matches", matches)
-        try:
-            con.execute('INSERT INTO captions SELECT ?, "row", key, caption, caption_hash, term_ids '
-                        "FROM _matches", [shard_id])
-        finally:
-            con.unregister("_matches")
-    con.execute(
-        "UPDATE shards SET status = ?, error = NULL, duplicate_of = ?, checksum = ?, rows_total = ?, "
-        '"rows" = ?, rows_excluded = ?, excluded = ?, samples_skipped = ?, skipped = ?, '
-        "caption_column = ?, scanned_at = ? WHERE shard_id = ?",
-        [status, twin, stats["checksum"], stats["rows_total"], stats["rows"],
-         sum(stats["excluded"].values()), json.dumps(stats["excluded"], sort_keys=True),
-         sum(stats["skipped"].values()), json.dumps(stats["skipped"], sort_keys=True),
-         stats["caption_column"], storage.utc_now(), shard_id])
-    return status
+@dataclass(frozen=True)
+class ShardOutput:
+    """One mapped shard, ready to ingest: its read statistics, counts and matched captions."""
+
+    shard_id: int
+    stats: dict
+    counts: Counts
+    matches: pa.Table  # engine.captions.count.MATCHES_SCHEMA
+    examples: pa.Table  # engine.captions.count.EXAMPLES_SCHEMA
+
+
+def ingest(con, shards: list[ShardOutput]) -> list[str]:
+    """Write several shards' counts and captions and set their statuses (inside ``transaction``),
+    a few statements for the whole group; a pending shard has no rows yet (register() cleared
+    changed files). A shard whose file has the checksum of a done shard (or of an earlier one in
+    the group) is a duplicate: recorded, not counted. Return the statuses, in order."""
+    twins = _done_checksums(con, [shard.stats["checksum"] for shard in shards])
+    statuses, fresh = [], []
+    for shard in shards:
+        twin = twins.get(shard.stats["checksum"])
+        statuses.append(("duplicate", twin) if twin is not None else ("done", None))
+        if twin is None:
+            twins[shard.stats["checksum"]] = shard.shard_id
+            fresh.append(shard)
+    if fresh:
+        _insert_counts(con, fresh)
+        _insert_arrow(con, "captions", _with_shard_ids([(shard.shard_id, shard.matches) for shard in fresh]))
+        _insert_arrow(con, "shard_examples", _with_shard_ids([(shard.shard_id, shard.examples) for shard in fresh]))
+    _update_shards(con, shards, statuses)
+    return [status for status, _ in statuses]
+
+
+def _with_shard_ids(tables: list[tuple[int, pa.Table]]) -> pa.Table:
+    """The tables stacked, a ``shard_id`` column first."""
+    return pa.concat_tables([table.add_column(0, "shard_id", pa.array(np.full(table.num_rows, shard_id, np.int32)))
+                             for shard_id, table in tables])
+
+
+def _done_checksums(con, checksums: list[str]) -> dict[str, int]:
+    """checksum -> the first done shard with it, for the given checksums."""
+    rows = con.execute("SELECT checksum, min(shard_id) FROM shards WHERE status = 'done' "
+                       "AND checksum IN (SELECT unnest(?::VARCHAR[])) GROUP BY checksum", [checksums]).fetchall()
+    return dict(rows)
+
+
+def _update_shards(con, shards: list[ShardOutput], statuses: list[tuple[str, int | None]]) -> None:
+    now = storage.utc_now()
+    updates = pa.table({
+        "shard_id": pa.array([shard.shard_id for shard in shards], pa.int32()),
+        "status": [status for status, _ in statuses],
+        "duplicate_of": pa.array([twin for _, twin in statuses], pa.int32()),
+        "checksum": [shard.stats["checksum"] for shard in shards],
+        "rows_total": pa.array([shard.stats["rows_total"] for shard in shards], pa.int64()),
+        "rows": pa.array([shard.stats["rows"] for shard in shards], pa.int64()),
+        "rows_excluded": pa.array([sum(shard.stats["excluded"].values()) for shard in shards], pa.int64()),
+        "excluded": [json.dumps(shard.stats["excluded"], sort_keys=True) for shard in shards],
+        "samples_skipped": pa.array([sum(shard.stats["skipped"].values()) for shard in shards], pa.int64()),
+        "skipped": [json.dumps(shard.stats["skipped"], sort_keys=True) for shard in shards],
+        "caption_column": pa.array([shard.stats["caption_column"] for shard in shards], pa.string()),
+    })
+    con.register("_updates", updates)
+    try:
+        con.execute(
+            "UPDATE shards SET status = u.status, error = NULL, duplicate_of = u.duplicate_of, "
+            'checksum = u.checksum, rows_total = u.rows_total, "rows" = u."rows", '
+            "rows_excluded = u.rows_excluded, excluded = u.excluded, samples_skipped = u.samples_skipped, "
+            "skipped = u.skipped, caption_column = u.caption_column, scanned_at = ? "
+            "FROM _updates u WHERE shards.shard_id = u.shard_id", [now])
+    finally:
+        con.unregister("_updates")
 
 
 def record_failure(con, shard_id: int, error: str) -> None:
@@ -184,19 +243,26 @@ def record_failure(con, shard_id: int, error: str) -> None:
                 [lines[-1] if lines else error, storage.utc_now(), shard_id])
 
 
-def _insert_counts(con, shard_id: int, counts: Counts) -> None:
-    for table, columns, array in (("shard_form_counts", ("form_id",), counts.n_form),
-                                  ("shard_term_counts", ("term_id",), counts.n_term),
-                                  ("shard_pair_counts", ("word_term_id", "group_term_id"),
-                                   counts.n_pair)):
-        index = np.nonzero(array)
-        frame = {"shard_id": np.full(len(index[0]), shard_id, np.int32)}
-        frame |= {name: idx.astype(np.int32) for name, idx in zip(columns, index)}
-        if table == "shard_pair_counts":  # n_pair columns are groups: term id = n_words + column
-            frame["group_term_id"] += np.int32(array.shape[0])
-        frame["n"] = array[index].astype(np.int64)
-        _insert_arrow(con, table, pa.table(frame))
-    con.execute("INSERT INTO shard_sketches VALUES (?, ?)", [shard_id, counts.sketch.tobytes()])
+def _insert_counts(con, shards: list[ShardOutput]) -> None:
+    """The non-zero counts of every shard: one insert per table."""
+    for table, columns, field in (("shard_form_counts", ("form_id",), "n_form"),
+                                  ("shard_term_counts", ("term_id",), "n_term"),
+                                  ("shard_pair_counts", ("word_term_id", "group_term_id"), "n_pair")):
+        _insert_arrow(con, table, pa.concat_tables([_nonzero(shard.shard_id, getattr(shard.counts, field), columns)
+                                                    for shard in shards]))
+    _insert_arrow(con, "shard_sketches", pa.table({
+        "shard_id": pa.array([shard.shard_id for shard in shards], pa.int32()),
+        "registers": pa.array([shard.counts.sketch.tobytes() for shard in shards], pa.binary())}))
+
+
+def _nonzero(shard_id: int, array: np.ndarray, columns: tuple[str, ...]) -> pa.Table:
+    index = np.nonzero(array)
+    frame = {"shard_id": np.full(len(index[0]), shard_id, np.int32)}
+    frame |= {name: idx.astype(np.int32) for name, idx in zip(columns, index)}
+    if "group_term_id" in frame:  # n_pair columns are groups: term id = n_words + column
+        frame["group_term_id"] += np.int32(array.shape[0])
+    frame["n"] = array[index].astype(np.int64)
+    return pa.table(frame)
 
 
 def _insert_arrow(con, table: str, data: pa.Table) -> None:
