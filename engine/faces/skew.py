@@ -20,6 +20,7 @@ and sources: ../shared/METHODS.md §2. Logarithms are natural.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,32 @@ class ItemStatistics:
             block = vectors[start:start + cls.BLOCK] - centre
             gram += block.T @ block
         return cls(mean, gram, len(vectors))
+
+    @classmethod
+    def of_blocks(cls, blocks: Callable[[], Iterable[np.ndarray]]) -> "ItemStatistics":
+        """``of`` for vectors too many to hold at once: ``blocks()`` yields them in row order as
+        pieces (e.g. memory-mapped shards) and is called twice, for the mean, then for the Gram
+        matrix. Equal to ``of`` of the concatenated pieces up to float64 rounding."""
+        total, count = None, 0
+        for rows in cls._pieces(blocks()):
+            summed = rows.sum(axis=0, dtype=np.float64)
+            total, count = (summed if total is None else total + summed), count + len(rows)
+        if not count:
+            raise ValueError("no vectors to summarise")
+        mean = total / count
+        centre = mean.astype(np.float32)
+        gram = np.zeros((len(mean),) * 2)
+        for rows in cls._pieces(blocks()):
+            centred = rows - centre
+            gram += centred.T @ centred
+        return cls(mean, gram, count)
+
+    @classmethod
+    def _pieces(cls, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Non-empty float32 runs of at most BLOCK rows, read one at a time."""
+        for block in blocks:
+            for start in range(0, len(block), cls.BLOCK):
+                yield np.asarray(block[start:start + cls.BLOCK], dtype=np.float32)
 
     def to_array(self) -> np.ndarray:
         """(d + 1, d) float64: the mean, then the Gram matrix (one .npy file)."""
