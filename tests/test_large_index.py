@@ -100,3 +100,30 @@ def test_bad_shards_and_codecs_are_refused(tmp_path):
     with pytest.raises(InputError, match="cannot live on disk"):
         build_on_disk(files, tmp_path / "i", tmp_path / "w2",
                       config=OnDiskConfig(factory="IVF{nlist},PQ4x4fs", nlist=4))
+
+
+def test_recall_is_measured_like_the_in_memory_measure_at_the_chosen_nprobe(built):
+    import faiss
+
+    from engine.faces import factories
+
+    files, rows, described, tmp_path = built
+    assert described["recall_vs_exact"] == {"k": 10, "queries": len(rows), "recall": 1.0}  # nprobe = nlist
+    index = read_on_disk(tmp_path / "index" / "index.faiss")
+    memory = faiss.read_index(str(tmp_path / "work" / "trained.index"))  # the same lists, in memory
+    memory.add_with_ids(rows, np.arange(len(rows), dtype=np.int64))
+    counts = [len(np.load(f)) for f in files]
+    for nprobe in (1, 2):
+        faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(memory).nprobe = nprobe
+        ours = large_index.measure_recall(index, files, counts)
+        assert ours == factories.measure_recall(memory, rows) and ours["queries"] == len(rows)
+        assert 0 < ours["recall"] < 1
+    assert large_index.measure_recall(index, files, counts, queries=50)["queries"] == 50
+
+
+def test_the_list_count_comes_from_the_factory_or_nlist():
+    assert OnDiskConfig(factory="IVF64,Flat").lists_for(10) == 64
+    assert OnDiskConfig(nlist=16).lists_for(10**6) == 16
+    assert OnDiskConfig().lists_for(10**6) == 4096
+    with pytest.raises(InputError, match="give the list count once"):
+        OnDiskConfig(factory="IVF64,SQ8", nlist=32)

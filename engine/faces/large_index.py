@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,23 +32,32 @@ import numpy as np
 
 from engine import batch, storage
 from engine.errors import InputError
+from engine.faces.factories import RECALL_K, RECALL_QUERIES, RECALL_SEED
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE, DATA_FILE, TRAINED_FILE = "index.faiss", "index.ivfdata", "trained.index"
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per list
+DEFAULT_FACTORY = "IVF{nlist},Flat"
+
+
+def factory_nlist(factory: str) -> int | None:
+    """The list count written into a factory string (``IVF1024,Flat`` -> 1024), if any."""
+    found = re.search(r"IVF(\d+)", factory)
+    return int(found.group(1)) if found else None
 
 
 @dataclass(frozen=True)
 class OnDiskConfig:
     """How to build the on-disk IVF index (``{nlist}`` in the factory is filled in)."""
 
-    factory: str = "IVF{nlist},Flat"  # any IVF factory without fast-scan codes, e.g. IVF{nlist},PQ64
-    nlist: int | None = None  # None: a power of two near 4 * sqrt(count)
+    factory: str = DEFAULT_FACTORY  # any IVF factory without fast-scan codes, e.g. IVF{nlist},PQ64
+    nlist: int | None = None  # None: the factory's, else a power of two near 4 * sqrt(count)
     train_size: int | None = None  # None: 64 rows per list (all rows when fewer)
-    nprobe: int | None = None  # None: nlist / 8, at least 8
+    nprobe: int | None = None  # None: nlist / 8, at least 8 (at most nlist)
     fan_in: int = 256  # block files merged at once (each is one memory map)
     seed: int = 0
+    recall_queries: int = RECALL_QUERIES  # sampled rows whose recall vs exact search is measured; 0: none
 
     def __post_init__(self):
         for name in ("nlist", "train_size", "nprobe"):
@@ -56,19 +66,32 @@ class OnDiskConfig:
                 raise InputError(f"{name} must be at least 1")
         if self.fan_in < 2:
             raise InputError("fan_in must be at least 2")
+        if self.recall_queries < 0:
+            raise InputError("recall_queries must be 0 (no recall measured) or more")
         if "IVF" not in self.factory:
             raise InputError(f"on-disk indexes are IVF indexes; {self.factory!r} has no IVF part")
+        fixed = factory_nlist(self.factory)
+        if fixed is not None and self.nlist is not None and fixed != self.nlist:
+            raise InputError(f"the factory {self.factory!r} has {fixed} lists but nlist is {self.nlist}; "
+                             "give the list count once (IVF{nlist},... takes nlist)")
+
+    def lists_for(self, count: int) -> int:
+        """The number of inverted lists for ``count`` rows."""
+        return factory_nlist(self.factory) or self.nlist or default_nlist(count)
 
 
 def build_on_disk(shard_files: Sequence[str | Path], out_dir: str | Path, work_dir: str | Path, *,
                   config: OnDiskConfig = OnDiskConfig(), executor: str | batch.ExecutorOptions = "local",
                   workers: int = 1, progress: bool = False) -> dict:
     """Write ``index.faiss`` + ``index.ivfdata`` into ``out_dir`` from the shards' vectors (ids =
-    row positions across the shards, in order); return the index description for a manifest."""
+    row positions across the shards, in order); return the index description for a manifest,
+    with the recall measured at the chosen nprobe."""
+    import faiss
+
     shard_files = [Path(f) for f in shard_files]
     counts, dim = _shard_shapes(shard_files)
     total = int(sum(counts))
-    nlist = config.nlist or default_nlist(total)
+    nlist = config.lists_for(total)
     work_dir = Path(work_dir)
     trained_file = work_dir / TRAINED_FILE
     factory = config.factory.format(nlist=nlist)
@@ -87,10 +110,45 @@ def build_on_disk(shard_files: Sequence[str | Path], out_dir: str | Path, work_d
     blocks = [work_dir / "blocks" / f"{task.shard_id}.ivl" for task in tasks]
     index = merge_blocks(trained_file, blocks, Path(out_dir), work_dir, config.fan_in)
     nprobe = min(nlist, config.nprobe or max(8, nlist // 8))
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    recall = measure_recall(index, shard_files, counts, config.recall_queries) if config.recall_queries else None
     return {"factory": factory, "exact": False, "metric": "inner_product", "on_disk": True,
-            "data_file": DATA_FILE, "nlist": nlist, "count": int(index.ntotal), "dim": dim,
-            "train_size": min(total, config.train_size or 64 * nlist), "seed": config.seed,
-            "search_params": f"nprobe={nprobe}"}
+            "data_file": DATA_FILE, "nlist": nlist, "nprobe": nprobe, "count": int(index.ntotal),
+            "dim": dim, "train_size": min(total, config.train_size or 64 * nlist), "seed": config.seed,
+            "search_params": f"nprobe={nprobe}", "recall_vs_exact": recall}
+
+
+def measure_recall(index, shard_files: Sequence[Path], counts: Sequence[int],
+                   queries: int = RECALL_QUERIES, k: int = RECALL_K) -> dict:
+    """recall@k of ``index`` against exact inner-product search, as factories.measure_recall
+    measures it (the same seeded sample of indexed rows as queries), with the exact answers found
+    in one pass over the memory-mapped shards instead of an in-memory copy of every vector."""
+    import faiss
+
+    total = int(sum(counts))
+    k = min(k, total)
+    sample = training_sample(shard_files, counts, queries, RECALL_SEED)
+    exact = faiss.ResultHeap(len(sample), k, keep_max=True)
+    for rows, offset in shard_blocks(shard_files):
+        scores = sample @ rows.T
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        exact.add_result(np.take_along_axis(scores, best, 1), best + offset)
+    exact.finalize()
+    _, found = index.search(sample, k)
+    hits = sum(len(set(t) & set(f)) for t, f in zip(exact.I.tolist(), found.tolist(), strict=True))
+    return {"k": k, "queries": len(sample), "recall": hits / (k * len(sample))}
+
+
+def shard_blocks(shard_files: Sequence[Path], rows: int = 16_384):
+    """(float32 rows, global offset of the first) in row order, ``rows`` at a time, read through
+    memory maps: the shards never have to fit in memory together."""
+    offset = 0
+    for path in shard_files:
+        mapped = np.load(path, mmap_mode="r")
+        for start in range(0, len(mapped), rows):
+            yield np.asarray(mapped[start:start + rows], dtype=np.float32), offset + start
+        offset += len(mapped)
 
 
 def default_nlist(count: int) -> int:
@@ -179,8 +237,10 @@ def read_on_disk(index_file: str | Path, *, mmap: bool = False):
     import faiss
 
     flags = faiss.IO_FLAG_ONDISK_SAME_DIR | (faiss.IO_FLAG_MMAP if mmap else 0)
-    with _stdout_to_stderr():  # FAISS prints the data file it picks on stdout
-        return faiss.read_index(str(index_file), flags)
+    with _stdout_to_stderr(discard=True):  # FAISS prints the data file it picks on stdout
+        index = faiss.read_index(str(index_file), flags)
+    log.debug("opened %s, its lists in %s", index_file, Path(index_file).with_name(DATA_FILE))
+    return index
 
 
 def storage_write_index(index, path: Path) -> None:
@@ -247,13 +307,16 @@ def _shard_shapes(shard_files: Sequence[Path]) -> tuple[list[int], int]:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send what C code prints on stdout to stderr, so ``--json`` output stays clean."""
+def _stdout_to_stderr(discard: bool = False):
+    """Send what C code prints on stdout to stderr (or nowhere), so ``--json`` output stays clean."""
     sys.stdout.flush()
     saved = os.dup(1)
-    os.dup2(2, 1)
+    target = os.open(os.devnull, os.O_WRONLY) if discard else 2
+    os.dup2(target, 1)
     try:
         yield
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+        if discard:
+            os.close(target)
