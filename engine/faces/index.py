@@ -3,7 +3,8 @@
 Layout of ``indexes/NAME/``: ``index.faiss``, ``faces.parquet`` (row-aligned with the index,
 schema in faces.table), ``failures.parquet`` (key, image, reason), ``item_statistics.npy`` (the
 vectors' mean and centred Gram matrix, (d + 1, d) float64, for C-ASC: skew.ItemStatistics),
-``manifest.json``. The directory is written whole and atomically; the manifest holds the sha256
+``manifest.json``; an on-disk IVF index (engine.faces.large_index) adds ``index.ivfdata``, its
+inverted lists. The directory is written whole and atomically; the manifest holds the sha256
 of the other files. (Indexes written before item_statistics.npy existed compute it when audited.)
 """
 
@@ -56,7 +57,8 @@ class FaceIndex:
         return ModelSpec.from_manifest(self.manifest["model"])
 
     def vectors(self) -> np.ndarray:
-        """All indexed vectors (n, d) float32 in item_id order."""
+        """All indexed vectors (n, d) float32 in item_id order (an on-disk index's are read from
+        its inverted lists, so they must fit in memory)."""
         if self._vectors is None:
             self._vectors = factories.reconstruct_all(self.faiss_index)
         return self._vectors
@@ -98,41 +100,69 @@ def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *
     vectors = _check_vectors(vectors, faces.height)
     failures = _check_failures(failures)
     built = factories.build(vectors, factory)
-    with storage.atomic_dir(out_dir) as tmp:
+
+    def write_vectors(tmp: Path):
         faiss.write_index(built.index, str(tmp / INDEX_FILE))
+        return built.describe(), ItemStatistics.of(vectors)
+
+    manifest, statistics = write_directory(out_dir, faces, write_vectors, dim=vectors.shape[1], model=model,
+                                           dataset=dataset, failures=failures,
+                                           preprocessing=preprocessing, extra=extra)
+    return FaceIndex(out_dir, manifest, faces, built.index, _statistics=statistics)
+
+
+def write_directory(out_dir: Path, faces: pl.DataFrame, write_vectors, *, dim: int, model: dict,
+                    dataset: dict, failures: pl.DataFrame | None = None, preprocessing: dict | None = None,
+                    extra: dict | None = None) -> tuple[dict, object]:
+    """Write an index directory atomically around ``write_vectors(tmp) -> (index description,
+    skew.ItemStatistics)``, which writes ``index.faiss`` (and the description's ``data_file``, if
+    any) into ``tmp``; return the manifest and the statistics. ``faces`` must be validated."""
+    failures = _check_failures(failures)
+    with storage.atomic_dir(out_dir) as tmp:
+        described, statistics = write_vectors(tmp)
         storage.write_parquet(tmp / FACES_FILE, faces)
         storage.write_parquet(tmp / FAILURES_FILE, failures)
-        statistics = ItemStatistics.of(vectors)
         storage.write_npy(tmp / STATISTICS_FILE, statistics.to_array())
+        files = (*DATA_FILES, *([described["data_file"]] if described.get("data_file") else []))
         manifest = {
             "format": FORMAT, "name": out_dir.name, "created": storage.utc_now(),
-            "model": model, "preprocessing": preprocessing, "dim": int(vectors.shape[1]),
+            "model": model, "preprocessing": preprocessing, "dim": int(dim),
             "metric": "inner_product", "normalized": True, "count": faces.height,
-            "failures": failures.height, "dataset": dataset, "index": built.describe(),
+            "failures": failures.height, "dataset": dataset, "index": described,
             "attributes": table.attributes(faces), "packages": storage.package_versions(),
-            "checksums": {name: storage.sha256_file(tmp / name) for name in DATA_FILES},
+            "checksums": {name: storage.sha256_file(tmp / name) for name in files},
             **(extra or {}),
         }
         storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
     log.info("wrote index %s: %d items, %d failures", out_dir, faces.height, failures.height)
-    return FaceIndex(out_dir, manifest, faces, built.index, _statistics=statistics)
+    return manifest, statistics
 
 
 def open_index(name: str, indexes_dir: str | Path = "indexes", *, verify: bool = True) -> FaceIndex:
     """Open ``indexes_dir/name`` (or a path to an index directory); check its checksums."""
-    import faiss
-
     path = resolve_index_path(name, indexes_dir)
     manifest = storage.read_json(path / storage.MANIFEST_NAME)
     if verify:
         verify_checksums(path, manifest)
-    faiss_index = faiss.read_index(str(path / INDEX_FILE))
+    faiss_index = read_faiss_index(path, manifest)
     faces = pl.read_parquet(path / FACES_FILE)
     if not faiss_index.ntotal == faces.height == manifest["count"]:
         raise InputError(f"index {path}: {faiss_index.ntotal} vectors, {faces.height} face rows and a "
                          f"manifest count of {manifest['count']} disagree; rebuild the index")
     factories.apply_search_params(faiss_index, manifest["index"].get("search_params", ""))
     return FaceIndex(path, manifest, faces, faiss_index)
+
+
+def read_faiss_index(path: Path, manifest: dict):
+    """The FAISS index of the directory ``path``; an on-disk IVF index keeps its lists in
+    ``index.ivfdata`` beside ``index.faiss``, wherever the directory has moved."""
+    import faiss
+
+    if manifest["index"].get("on_disk"):
+        from engine.faces.large_index import read_on_disk
+
+        return read_on_disk(path.resolve() / INDEX_FILE)
+    return faiss.read_index(str(path / INDEX_FILE))
 
 
 def resolve_index_path(name: str, indexes_dir: str | Path = "indexes") -> Path:
