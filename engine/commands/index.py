@@ -22,7 +22,16 @@ def add_parser(subparsers) -> None:
     add_model_arguments(build, required=True)
     build.add_argument("--factory", default="auto",
                        help="FAISS index: Flat (exact inner product), auto (exact up to 1M items, "
-                            "else HNSW32,Flat), or any factory string such as IVF1024,Flat")
+                            "else HNSW32,Flat), or any factory string such as IVF1024,Flat; with "
+                            "--on-disk an IVF factory (auto: IVF{nlist},Flat)")
+    build.add_argument("--on-disk", action="store_true",
+                       help="an IVF index whose inverted lists stay on disk (index.ivfdata), built "
+                            "from the embedded shards without holding all vectors in memory")
+    build.add_argument("--nlist", type=int, default=None,
+                       help="--on-disk: inverted lists (default: a power of two near 4*sqrt(count))")
+    build.add_argument("--nprobe", type=int, default=None,
+                       help="--on-disk: lists searched per query (default nlist/8, at least 8; "
+                            "nprobe = nlist is exact search)")
     build.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     build.add_argument("--workers", type=int, default=None,
                        help="image-decoding processes (default: one per spare core; 0 = none)")
@@ -90,7 +99,8 @@ def run_build(args) -> dict:
     config = BuildConfig(
         name=args.name, source=args.source, source_options=options,
         model=ModelSpec(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint),
-        factory=args.factory, indexes_dir=args.indexes_dir, batch_size=args.batch_size,
+        factory=args.factory, on_disk=args.on_disk, nlist=args.nlist, nprobe=args.nprobe,
+        indexes_dir=args.indexes_dir, batch_size=args.batch_size,
         workers=args.workers, shard_size=args.shard_size, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress,
         executor=executor_options(args), **extra)
@@ -102,7 +112,8 @@ def render_build(result: dict) -> str:
         result["pretrained"] or f"checkpoint {result['checkpoint']}")
     lines = [f"index {result['name']}: {result['count']} faces, dim {result['dim']}, "
              f"{result['failures']} failures -> {result['path']}",
-             f"model {result['model']} ({weights}), FAISS {result['factory']}"]
+             f"model {result['model']} ({weights}), FAISS {result['factory']}"
+             + (f", lists on disk, nprobe {result['nprobe']}" if result.get("on_disk") else "")]
     if result.get("recall_vs_exact"):
         recall = result["recall_vs_exact"]
         lines.append(f"recall@{recall['k']} vs exact search: {recall['recall']:.4f}")

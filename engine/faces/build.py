@@ -6,6 +6,10 @@ items that could not be read) to ``shard-NNNNN_stats.json``, written last by eng
 "done" marker. A rerun with the same configuration skips finished shards, so an interrupted
 build continues where it stopped and yields the identical index. A different configuration
 (model, source content, shard size, batch size, ...) hashes to a fresh work directory.
+
+With ``on_disk`` the shards are never gathered: engine.faces.large_index turns them into an IVF
+index with its lists in ``index.ivfdata`` (resumable too, in ``ivf-<hash>/`` of the work
+directory), and the item statistics come from two passes over the memory-mapped shards.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -42,6 +47,9 @@ class BuildConfig:
     model: ModelSpec
     source_options: object = None  # engine.faces.sources.SourceOptions
     factory: str = "auto"  # Flat (exact), auto, or any FAISS factory string (IVF..., HNSW...)
+    on_disk: bool = False  # an IVF index whose lists stay on disk (engine.faces.large_index)
+    nlist: int | None = None  # on_disk: inverted lists (None: about 4 sqrt(count))
+    nprobe: int | None = None  # on_disk: lists searched per query (None: nlist / 8, at least 8)
     indexes_dir: Path = Path("indexes")
     batch_size: int = 64
     workers: int | None = None  # image-decoding processes; None = one per spare core
@@ -61,7 +69,18 @@ class BuildConfig:
                 raise InputError(f"{field_name} must be at least 1")
         if self.workers is not None and self.workers < 0:
             raise InputError("workers must be 0 (decode in this process) or more")
+        if not self.on_disk and (self.nlist is not None or self.nprobe is not None):
+            raise InputError("nlist and nprobe set up the on-disk IVF index: add --on-disk")
+        if self.on_disk:
+            self.on_disk_config()  # validates the factory, nlist and nprobe now
         object.__setattr__(self, "indexes_dir", Path(self.indexes_dir))
+
+    def on_disk_config(self):
+        """The engine.faces.large_index.OnDiskConfig of an on_disk build (auto: IVF{nlist},Flat)."""
+        from engine.faces.large_index import DEFAULT_FACTORY, OnDiskConfig
+
+        factory = DEFAULT_FACTORY if self.factory == "auto" else self.factory
+        return OnDiskConfig(factory=factory, nlist=self.nlist, nprobe=self.nprobe)
 
     @property
     def out_dir(self) -> Path:
@@ -105,13 +124,18 @@ def _embed_and_write(config: BuildConfig, loaded, faces: pl.DataFrame) -> dict:
         first = next(iter(report.failed.values())).strip().splitlines()[-1]
         raise VlauditError(f"{len(report.failed)} of {len(tasks)} shards failed ({first}); finished "
                            f"shards are kept in {work_dir}: rerun the same command to retry the rest")
-    vectors, failed = gather_shards(work_dir, tasks, report.done)
-    kept, failures = split_failures(faces, failed, loaded.failures)
-    written = face_index.write_index(
-        config.out_dir, vectors, kept, model=encoder.describe(), dataset=_dataset(config, loaded),
-        failures=failures, factory=config.factory, preprocessing=encoder.preprocessing(),
-        extra={"build": {**_build_record(config, len(tasks)),
-                         "devices": sorted({stats["device"] for stats in report.done.values()})}})
+    kept, failures = split_failures(faces, shard_failures(work_dir, tasks, report.done), loaded.failures)
+    devices = sorted({stats["device"] for stats in report.done.values()})
+    described = {"model": encoder.describe(), "dataset": _dataset(config, loaded), "failures": failures,
+                 "preprocessing": encoder.preprocessing(),
+                 "extra": {"build": {**_build_record(config, len(tasks)), "devices": devices}}}
+    shard_files = [work_dir / f"{task.shard_id}.npy" for task in tasks]
+    if config.on_disk:
+        written = write_on_disk(config, shard_files, kept, work_dir, **described)
+    else:
+        _warn_if_large(kept.height, encoder.dim)
+        vectors = np.concatenate([np.load(file) for file in shard_files])
+        written = face_index.write_index(config.out_dir, vectors, kept, factory=config.factory, **described)
     shutil.rmtree(config.partial_root, ignore_errors=True)
     return _result(written, shards=len(tasks), resumed=len(report.skipped))
 
@@ -128,11 +152,43 @@ def _write_precomputed(config: BuildConfig, loaded, faces: pl.DataFrame) -> dict
     if expected is not None and vectors.shape[1] != expected:
         raise InputError(f"{config.source}: vectors have dimension {vectors.shape[1]} but model "
                          f"{config.model.name} embeds to {expected}; name the model that made them")
-    written = face_index.write_index(
-        config.out_dir, vectors, faces, model=config.model.describe(), dataset=_dataset(config, loaded),
-        failures=loaded.failures, factory=config.factory,
-        extra={"build": {**_build_record(config, 0), "precomputed": True}})
+    described = {"model": config.model.describe(), "dataset": _dataset(config, loaded),
+                 "failures": loaded.failures,
+                 "extra": {"build": {**_build_record(config, 0), "precomputed": True}}}
+    if not config.on_disk:
+        written = face_index.write_index(config.out_dir, vectors, faces, factory=config.factory, **described)
+        return _result(written, shards=0, resumed=0)
+    work_dir = config.partial_root / "precomputed"  # nothing costly to resume: start afresh
+    shutil.rmtree(work_dir, ignore_errors=True)
+    size = config.shard_size
+    shard_files = [storage.write_npy(work_dir / f"shard-{i:05d}.npy", vectors[start:start + size])
+                   for i, start in enumerate(range(0, len(vectors), size))]
+    written = write_on_disk(config, shard_files, faces, work_dir, **described)
+    shutil.rmtree(config.partial_root, ignore_errors=True)
     return _result(written, shards=0, resumed=0)
+
+
+def write_on_disk(config: BuildConfig, shard_files: list[Path], faces: pl.DataFrame, work_dir: Path,
+                  **described) -> face_index.FaceIndex:
+    """The index directory of an on-disk IVF index over the shards' vectors (row i = item i)."""
+    from engine.faces import large_index
+    from engine.faces.skew import ItemStatistics
+
+    on_disk = config.on_disk_config()
+    decided_by = [on_disk.factory, on_disk.nlist, on_disk.train_size, on_disk.seed]  # the quantizer
+    ivf_dir = work_dir / f"ivf-{storage.sha256_bytes(json.dumps(decided_by).encode())[:12]}"
+
+    def write_vectors(tmp: Path):
+        described_index = large_index.build_on_disk(shard_files, tmp, ivf_dir, config=on_disk,
+                                                    executor=config.executor, progress=config.progress)
+        statistics = ItemStatistics.of_blocks(
+            lambda: (rows for rows, _ in large_index.shard_blocks(shard_files)))
+        return described_index, statistics
+
+    dim = np.load(shard_files[0], mmap_mode="r").shape[1]
+    face_index.write_directory(config.out_dir, table.validate(faces, config.name), write_vectors,
+                               dim=dim, **described)
+    return face_index.open_index(str(config.out_dir.resolve()), verify=False)
 
 
 def shard_tasks(faces: pl.DataFrame, shard_size: int) -> list[batch.ShardTask]:
@@ -170,16 +226,22 @@ class EmbedShard:
 
 def gather_shards(work_dir: Path, tasks, done: dict) -> tuple[np.ndarray, dict[int, str]]:
     """Concatenate the shards' vectors in order; item_id -> reason for unreadable items."""
-    parts, failed = [], {}
+    failed = shard_failures(work_dir, tasks, done)
+    return np.concatenate([np.load(work_dir / f"{task.shard_id}.npy") for task in tasks]), failed
+
+
+def shard_failures(work_dir: Path, tasks, done: dict) -> dict[int, str]:
+    """item_id -> reason for the items no shard could embed, once each shard's file is checked
+    against its stats (through a memory map: nothing is read but the header)."""
+    failed = {}
     for task in tasks:
         stats = done[task.shard_id]
-        vectors = np.load(work_dir / f"{task.shard_id}.npy")
-        if len(vectors) != stats["embedded"]:
-            raise VlauditError(f"{work_dir}/{task.shard_id}.npy holds {len(vectors)} vectors, its stats "
+        rows = len(np.load(work_dir / f"{task.shard_id}.npy", mmap_mode="r"))
+        if rows != stats["embedded"]:
+            raise VlauditError(f"{work_dir}/{task.shard_id}.npy holds {rows} vectors, its stats "
                                f"say {stats['embedded']}; delete {work_dir} and rebuild")
-        parts.append(vectors)
         failed.update({int(item): reason for item, reason in stats["failed"]})
-    return np.concatenate(parts), failed
+    return failed
 
 
 def split_failures(faces: pl.DataFrame, failed: dict[int, str],
@@ -215,6 +277,19 @@ def config_hash(config: BuildConfig, encoder, faces: pl.DataFrame) -> str:
     return storage.sha256_bytes(json.dumps(decided_by, sort_keys=True).encode())[:16]
 
 
+def _warn_if_large(count: int, dim: int) -> None:
+    """Advice, when the vectors and their in-memory index would fill this machine's memory: the
+    index kind itself never depends on the machine."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return
+    if count * dim * 4 * 2 > memory:
+        log.warning("%d vectors of dimension %d take %.1f GB, and the index as much again, on a machine "
+                    "with %.1f GB: if the build runs out of memory, rerun with --on-disk", count, dim,
+                    count * dim * 4 / 1e9, memory / 1e9)
+
+
 def _dataset(config: BuildConfig, loaded) -> dict:
     described = dict(loaded.description or {})
     described.setdefault("spec", config.source)
@@ -236,4 +311,6 @@ def _result(written, *, shards: int, resumed: int) -> dict:
             "checkpoint": model.get("checkpoint"), "random_weights": model.get("random_weights"),
             "factory": written.manifest["index"]["factory"],
             "recall_vs_exact": written.manifest["index"]["recall_vs_exact"],
+            **{key: written.manifest["index"][key] for key in ("on_disk", "nlist", "nprobe")
+               if key in written.manifest["index"]},
             "shards": shards, "resumed_shards": resumed}
