@@ -49,11 +49,12 @@ def count_source(source: Source, terms: CompiledTerms, threads: int = 1, example
     With ``threads`` > 1 the batches of the file are matched on that many threads (the compiled
     kernel releases the GIL; reading stays in this thread); the result is the same."""
     stats = ReadStats()
-    matchers = [Matcher(terms) for _ in range(max(1, threads))]
-    parts = [part for part in _scan_batches(read_batches(source, stats), matchers, examples) if part is not None]
+    matchers = [Matcher(terms, examples) for _ in range(max(1, threads))]
+    parts = [part for part in _scan_batches(read_batches(source, stats), matchers) if part is not None]
     matches = pa.concat_tables([m for m, _ in parts]) if parts else MATCHES_SCHEMA.empty_table()
-    candidates = first_distinct(pa.concat_tables([e for _, e in parts]), examples) if parts \
-        else EXAMPLES_SCHEMA.empty_table()
+    candidates = pa.concat_tables([e for _, e in parts]) if parts else EXAMPLES_SCHEMA.empty_table()
+    if len(matchers) > 1:  # each matcher saw only some batches: choose again over the file
+        candidates = first_distinct(candidates, examples)
     counts = matchers[0].counts
     for matcher in matchers[1:]:
         counts = counts + matcher.counts
@@ -82,12 +83,12 @@ def file_checksum(path: str, window: int = 1 << 26) -> str:
     return f"xxh3_128:{digest.hexdigest()}"
 
 
-def _scan_batches(batches, matchers: list[Matcher], examples: int):
+def _scan_batches(batches, matchers: list[Matcher]):
     """(matched captions, example candidates) of each batch, in batch order; matchers shared by a
     thread pool."""
     if len(matchers) == 1:
         for batch in batches:
-            yield _scan_batch(matchers[0], batch, examples)
+            yield _scan_batch(matchers[0], batch)
         return
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for matcher in matchers:
@@ -96,7 +97,7 @@ def _scan_batches(batches, matchers: list[Matcher], examples: int):
     def scan(batch):
         matcher = idle.get()
         try:
-            return _scan_batch(matcher, batch, examples)
+            return _scan_batch(matcher, batch)
         finally:
             idle.put(matcher)
 
@@ -110,11 +111,11 @@ def _scan_batches(batches, matchers: list[Matcher], examples: int):
             yield in_flight.popleft().result()
 
 
-def _scan_batch(matcher: Matcher, batch: CaptionBatch, examples: int) -> tuple[pa.Table, pa.Table] | None:
+def _scan_batch(matcher: Matcher, batch: CaptionBatch) -> tuple[pa.Table, pa.Table] | None:
     found = matcher.scan(batch.captions)
     if not len(found.rows):
         return None
-    return _matched(batch, found), _example_candidates(batch, found, matcher.terms.n_words, examples)
+    return _matched(batch, found), _example_candidates(batch, found)
 
 
 def _matched(batch: CaptionBatch, found) -> pa.Table:
@@ -125,24 +126,14 @@ def _matched(batch: CaptionBatch, found) -> pa.Table:
                                 schema=MATCHES_SCHEMA)
 
 
-def _example_candidates(batch: CaptionBatch, found, n_words: int, examples: int) -> pa.Table:
-    """The first ``examples`` distinct captions of each (word, group) pair in this batch, with
-    their text: evidence for examples.parquet, chosen here so only a few captions are stored."""
-    if examples == 0:
-        return EXAMPLES_SCHEMA.empty_table()
-    terms = pl.DataFrame({"match": np.repeat(np.arange(len(found.rows)), np.diff(found.term_offsets)),
-                          "term": found.terms})
-    words = terms.filter(pl.col("term") < n_words).rename({"term": "word_term_id"})
-    pairs = words.join(terms.filter(pl.col("term") >= n_words).rename({"term": "group_term_id"}), on="match")
-    pairs = pairs.with_columns(caption_hash=pl.Series(found.caption_hash)[pairs["match"]]).sort("match")
-    pairs = _first_distinct_frame(pairs, examples)
-    index = pa.array(found.rows[pairs["match"].to_numpy()])
+def _example_candidates(batch: CaptionBatch, found) -> pa.Table:
+    """The example candidates the matcher picked in this batch, with their caption text."""
+    index = pa.array(found.example_rows)
     keys = batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
+    hashes = found.caption_hash[np.searchsorted(found.rows, found.example_rows)]  # candidates are matched rows
     return pa.Table.from_arrays(
-        [pa.array(pairs["word_term_id"].to_numpy().astype(np.int32)),
-         pa.array(pairs["group_term_id"].to_numpy().astype(np.int32)), batch.rows.take(index), keys,
-         batch.captions.take(index).cast(pa.large_string()), pa.array(pairs["caption_hash"].to_numpy())],
-        schema=EXAMPLES_SCHEMA)
+        [pa.array(found.example_pairs[:, 0]), pa.array(found.example_pairs[:, 1]), batch.rows.take(index), keys,
+         batch.captions.take(index).cast(pa.large_string()), pa.array(hashes)], schema=EXAMPLES_SCHEMA)
 
 
 def first_distinct(candidates: pa.Table, examples: int) -> pa.Table:

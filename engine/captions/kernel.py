@@ -7,7 +7,8 @@ vocabulary (the tokens of all surface forms; a hash hit is confirmed byte by byt
 cannot create matches). Surface forms of several tokens match
 consecutive tokens. Each caption counts once per form and once per term; a caption with both a
 taxonomy word and a group term adds one to each (word, group) pair. Captions with a word are
-returned (row, caption hash, term ids) for the evidence tables. A HyperLogLog sketch of the
+returned (row, caption hash, term ids), and the first few distinct captions of each pair (by
+caption hash, in row order) as example candidates (pair, row). A HyperLogLog sketch of the
 caption hashes estimates the number of distinct captions.
 
 The caption hash is the hash of the caption's token sequence: two captions are "the same" when
@@ -203,6 +204,37 @@ def count_terms(caption_terms, nterms, n_words, n_term, n_pair):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def keep_examples(caption_terms, nterms, n_words, caption_hash, row, kept, kept_hash, ex_pairs,
+                  ex_rows, out_size):
+    """Add the caption as an example candidate of each of its pairs that has fewer than
+    ``kept_hash.shape[2]`` distinct captions so far and none with this caption hash."""
+    depth = kept_hash.shape[2]
+    for a in range(nterms):
+        w = caption_terms[a]
+        if w >= n_words:
+            continue
+        for b in range(nterms):
+            g = caption_terms[b] - n_words
+            if g < 0 or kept[w, g] >= depth:
+                continue
+            n = kept[w, g]
+            seen = False
+            for k in range(n):
+                if kept_hash[w, g, k] == caption_hash:
+                    seen = True
+                    break
+            if seen:
+                continue
+            kept_hash[w, g, n] = caption_hash
+            kept[w, g] = n + 1
+            i = out_size[2]
+            ex_pairs[i, 0] = w
+            ex_pairs[i, 1] = g + n_words
+            ex_rows[i] = row
+            out_size[2] = i + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
 def add_to_sketch(sketch, x):
     index = x >> _HLL_SHIFT
     w = (x << _HLL_KEEP) | _HLL_GUARD
@@ -224,12 +256,14 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
     ascii_fold, fold_offset, fold_length, fold_bytes = tables
     slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom = vocab
     form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
-    n_form, n_term, n_pair, sketch = counters
+    n_form, n_term, n_pair, sketch, kept, kept_hash = counters
     buf, tok_ids, caption_terms, form_seen, term_seen = scratch
-    out_rows, out_hash, out_term_offsets, out_terms, out_size = out
+    out_rows, out_hash, out_term_offsets, out_terms, ex_pairs, ex_rows, out_size = out
     n_terms_total = n_term.shape[0]
+    most_pairs = n_words * (n_terms_total - n_words)  # new example candidates of one caption, at most
     for r in range(start, stop):
-        if out_size[0] >= out_rows.shape[0] or out_size[1] + n_terms_total > out_terms.shape[0]:
+        if (out_size[0] >= out_rows.shape[0] or out_size[1] + n_terms_total > out_terms.shape[0]
+                or out_size[2] + most_pairs > ex_rows.shape[0]):
             return r
         ntok, caption_hash = tokenize(data, offsets[r], offsets[r + 1], ascii_fold, fold_offset,
                                       fold_length, fold_bytes, buf, slot_keys, slot_ids,
@@ -241,6 +275,8 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
                              n_form, caption_terms)
         if nterms == 0 or count_terms(caption_terms, nterms, n_words, n_term, n_pair) == 0:
             continue
+        keep_examples(caption_terms, nterms, n_words, caption_hash, r, kept, kept_hash, ex_pairs,
+                      ex_rows, out_size)
         k = out_size[0]
         out_rows[k] = r
         out_hash[k] = caption_hash

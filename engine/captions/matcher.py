@@ -130,12 +130,14 @@ class Counts:
 
 @dataclass(frozen=True)
 class Matches:
-    """Captions of one batch that contain at least one taxonomy word."""
+    """Captions of one batch that contain at least one taxonomy word, and example candidates."""
 
     rows: np.ndarray  # int64 row within the batch
     caption_hash: np.ndarray  # uint64 hash of the caption's token sequence
     term_offsets: np.ndarray  # int64, len(rows) + 1, into terms
     terms: np.ndarray  # int32 term ids of each caption (words and groups)
+    example_pairs: np.ndarray  # (e, 2) int32 (word term id, group term id) of each candidate
+    example_rows: np.ndarray  # int64 row within the batch of each candidate
 
     def term_lists(self) -> pa.ListArray:
         return pa.ListArray.from_arrays(pa.array(self.term_offsets.astype(np.int32)),
@@ -143,15 +145,19 @@ class Matches:
 
 
 class Matcher:
-    """Scans caption columns with one vocabulary, accumulating counts over every call."""
+    """Scans caption columns with one vocabulary, accumulating counts over every call. With
+    ``examples`` > 0 it also picks, over all its calls, the first ``examples`` distinct captions
+    (by caption hash) of every (word, group) pair: each call returns those it added."""
 
-    def __init__(self, terms: CompiledTerms):
+    def __init__(self, terms: CompiledTerms, examples: int = 0):
         from engine.captions.charclass import unicode_tables
 
         self.terms = terms
         self.counts = Counts.zeros(terms)
         self._tables = unicode_tables()
         self._seen = (np.full(terms.n_forms, -1, np.int64), np.full(terms.n_terms, -1, np.int64))
+        self._kept = (np.zeros((terms.n_words, terms.n_groups), np.int32),
+                      np.zeros((terms.n_words, terms.n_groups, examples), np.uint64))
         self._rows_seen = 0
 
     def scan(self, column: pa.Array | pa.ChunkedArray) -> Matches:
@@ -167,33 +173,37 @@ class Matcher:
         vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes, t.bloom)
         forms = (t.form_offsets, t.form_tokens, t.first_offsets, t.first_forms,
                  t.form_term_offsets, t.form_term_ids, t.n_words)
-        counters = (c.n_form, c.n_term, c.n_pair, c.sketch)
+        counters = (c.n_form, c.n_term, c.n_pair, c.sketch) + self._kept
         capacity = max(1024, n // 8)
-        out = _output_arrays(capacity, t.n_terms)
+        out = _output_arrays(capacity, t)
         row = 0
         while row < n:
             row = scan_rows(data, offsets, row, n, self._rows_seen, self._tables, vocab, forms,
                             counters, scratch, out)
             if row < n:
                 capacity *= 2
-                out = _output_arrays(capacity, t.n_terms, out)
+                out = _output_arrays(capacity, t, out)
         self._rows_seen += n
         c.n_captions += n
-        rows, hashes, term_offsets, terms, size = out
+        rows, hashes, term_offsets, terms, example_pairs, example_rows, size = out
         return Matches(rows[:size[0]].copy(), hashes[:size[0]].copy(),
-                       term_offsets[:size[0] + 1].copy(), terms[:size[1]].copy())
+                       term_offsets[:size[0] + 1].copy(), terms[:size[1]].copy(),
+                       example_pairs[:size[2]].copy(), example_rows[:size[2]].copy())
 
 
-def _output_arrays(capacity: int, n_terms: int, previous=None) -> tuple:
-    """Output arrays for ``capacity`` matched rows, keeping what ``previous`` already holds."""
+def _output_arrays(capacity: int, terms: CompiledTerms, previous=None) -> tuple:
+    """Output arrays for ``capacity`` matched rows, keeping what ``previous`` already holds.
+    Room for example candidates: ``capacity`` plus the most one caption can add."""
+    examples = capacity + terms.n_words * terms.n_groups
     out = (np.empty(capacity, np.int64), np.empty(capacity, np.uint64),
-           np.zeros(capacity + 1, np.int64), np.empty(capacity * 4 + n_terms, np.int32),
-           np.zeros(2, np.int64))
+           np.zeros(capacity + 1, np.int64), np.empty(capacity * 4 + terms.n_terms, np.int32),
+           np.empty((examples, 2), np.int32), np.empty(examples, np.int64), np.zeros(3, np.int64))
     if previous is not None:
-        rows, terms = previous[4]
-        for new, old, used in zip(out[:4], previous[:4], (rows, rows, rows + 1, terms)):
+        rows, terms_used, examples_used = previous[-1]
+        for new, old, used in zip(out[:-1], previous[:-1],
+                                  (rows, rows, rows + 1, terms_used, examples_used, examples_used)):
             new[:used] = old[:used]
-        out[4][:] = previous[4]
+        out[-1][:] = previous[-1]
     return out
 
 

@@ -74,17 +74,31 @@ def word_caption_totals(con) -> tuple[int, int]:
 
 def examples(con, per_pair: int) -> pl.DataFrame:
     """Up to ``per_pair`` distinct captions per (word, group term), first in (path, row) order,
-    from the candidates each shard kept while scanning (its first distinct captions of the pair)."""
-    candidates = _frame(con, f"""
-        SELECT e.word_term_id, e.group_term_id, s.path, e."row",
-               coalesce(e.key, CAST(e."row" AS VARCHAR)) AS key, e.caption, e.caption_hash
-        FROM shard_examples e JOIN shards s USING (shard_id) WHERE shard_id IN ({DONE})""")
-    keys = ["word_term_id", "group_term_id"]
-    return (candidates.sort(*keys, "path", "row")
-            .unique([*keys, "caption_hash"], keep="first", maintain_order=True)
-            .with_columns(rank=pl.int_range(1, pl.len() + 1).over(keys))
-            .filter(pl.col("rank") <= per_pair)
-            .select(*keys, "rank", "path", "row", "key", "caption"))
+    from the candidates each shard kept while scanning (its first distinct captions of the pair).
+
+    In DuckDB, so memory stays flat however many files: each distinct caption of a pair at its
+    first position (packed path rank and row), then a bounded heap per pair; only the chosen
+    captions' text is read."""
+    return _frame(con, f"""
+        WITH ranked AS (SELECT shard_id, path, row_number() OVER (ORDER BY path) AS path_rank
+                        FROM shards WHERE shard_id IN ({DONE})),
+        firsts AS (
+            SELECT word_term_id, group_term_id, min((r.path_rank << 32) + e."row") AS position
+            FROM shard_examples e JOIN ranked r USING (shard_id) GROUP BY word_term_id, group_term_id, caption_hash),
+        chosen AS (
+            SELECT word_term_id, group_term_id, unnest(arg_min(position, position, ?)) AS position
+            FROM firsts GROUP BY word_term_id, group_term_id),
+        numbered AS (
+            SELECT *, position >> 32 AS path_rank, position & 4294967295 AS "row",
+                   row_number() OVER (PARTITION BY word_term_id, group_term_id ORDER BY position) AS rank
+            FROM chosen)
+        SELECT n.word_term_id, n.group_term_id, n.rank, r.path, n."row",
+               coalesce(e.key, CAST(e."row" AS VARCHAR)) AS key, e.caption
+        FROM numbered n JOIN ranked r USING (path_rank)
+        JOIN shard_examples e ON e.shard_id = r.shard_id AND e."row" = n."row"
+            AND e.word_term_id = n.word_term_id AND e.group_term_id = n.group_term_id
+        ORDER BY n.word_term_id, n.group_term_id, n.rank""", [per_pair]).with_columns(
+        pl.col("rank").cast(pl.Int64), pl.col("row").cast(pl.Int64))
 
 
 def shards_table(con) -> pl.DataFrame:
