@@ -18,6 +18,12 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _checksum_cache(tmp_path_factory, monkeypatch):
+    """Remembered checksums go to a temporary directory, never the user's cache."""
+    monkeypatch.setenv("VLAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("vlaudit-cache")))
+
+
 @pytest.fixture
 def indexes_dir(tmp_path: Path) -> Path:
     path = tmp_path / "indexes"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine import storage
+from engine import checksum_cache, storage
 from engine.errors import InputError
 from engine.faces import factories, table
 
@@ -125,11 +125,11 @@ def write_directory(out_dir: Path, faces: pl.DataFrame, write_vectors, *, dim: i
         storage.write_npy(tmp / STATISTICS_FILE, statistics.to_array())
         files = (*DATA_FILES, *([described["data_file"]] if described.get("data_file") else []))
         manifest = {
-            "format": FORMAT, "name": out_dir.name, "created": storage.utc_now(),
+            **storage.manifest_header("index"), "format": FORMAT, "name": out_dir.name,
             "model": model, "preprocessing": preprocessing, "dim": int(dim),
             "metric": "inner_product", "normalized": True, "count": faces.height,
             "failures": failures.height, "dataset": dataset, "index": described,
-            "attributes": table.attributes(faces), "packages": storage.package_versions(),
+            "attributes": table.attributes(faces),
             "checksums": {name: storage.sha256_file(tmp / name) for name in files},
             **(extra or {}),
         }
@@ -183,7 +183,7 @@ def verify_checksums(path: Path, manifest: dict) -> None:
         file = path / name
         if not file.is_file():
             raise InputError(f"index {path}: {name} is missing; rebuild the index")
-        if storage.sha256_file(file) != expected:
+        if checksum_cache.sha256(file) != expected:
             raise InputError(f"index {path}: {name} does not match its checksum in manifest.json "
                              "(the file was changed or damaged); rebuild the index")
 
