@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 import taxonomy as tx
-from engine import __version__, storage
+from engine import storage
 from engine.audit_summary import metrics_table, summarise
 from engine.errors import InputError
 from engine.faces import groups, retrieval_skew, skew
@@ -242,14 +242,14 @@ def _encode_unique(encoder, texts: list[str]) -> np.ndarray:
 def _manifest(face_index, words: tx.Taxonomy, templates: tx.TemplateSet, config: AuditConfig,
               attributes: dict) -> dict:
     return {
-        "kind": "audit", "vlaudit": __version__, "created": storage.utc_now(),
+        **storage.manifest_header("audit"),
         "index": {"name": face_index.name, "path": str(face_index.path), "manifest": face_index.manifest},
         "taxonomy": words.describe(),
         "templates": templates.describe() | {"mode": config.template_mode},
         "k": config.k, "seed": config.seed, "skew_floor": config.floor,
         "null": {"draws": config.null_draws, "exact_max": config.exact_max,
                  "methods": {name: a["null"] for name, a in attributes.items()}},
-        "attributes": list(attributes), "packages": storage.package_versions(),
+        "attributes": list(attributes),
     }
 
 

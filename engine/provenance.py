@@ -281,14 +281,14 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     manifest = out_dir / storage.MANIFEST_NAME
     if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (
-            manifest.exists() and _manifest_kind(manifest) == "provenance")):
+            manifest.exists() and _manifest_stage(manifest) == "provenance")):
         raise InputError(f"--out {out_dir} exists and is not an earlier provenance output; "
                          "choose a new or empty directory")
 
 
-def _manifest_kind(path: Path) -> str | None:
+def _manifest_stage(path: Path) -> str | None:
     try:
-        return storage.read_json(path).get("kind")
+        return storage.read_json(path).get("stage")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -306,11 +306,10 @@ def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | P
     mapping = load_group_mapping() if mapping is None else mapping
     result = provenance(skew, cooc, mapping, config)
     manifest = {
-        "kind": "provenance", "stage": "provenance", "created": storage.utc_now(), "config": asdict(config),
+        **storage.manifest_header("provenance"), "config": asdict(config),
         "inputs": {"audit": _input_record(audit_dir, "skew.parquet"),
                    "scan": _input_record(scan_dir, cooc_file)},
         "mapping": mapping.to_dicts(), "tables": [f"{name}.parquet" for name in OUTPUT_TABLES],
-        "packages": storage.package_versions(),
     }
     _check_replaceable(Path(out_dir))
     with storage.atomic_dir(out_dir) as tmp:

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from engine import __version__
+
 MANIFEST_NAME = "manifest.json"
 _VERSIONED = ("vlaudit", "torch", "open_clip_torch", "faiss-cpu", "faiss-gpu", "duckdb", "polars",
               "pyarrow", "numpy", "webdataset", "img2dataset")
@@ -125,6 +127,13 @@ def package_versions() -> dict[str, str]:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def manifest_header(stage: str) -> dict[str, Any]:
+    """The keys every output manifest starts with: ``stage`` (the command that wrote it: index,
+    audit, scan, provenance, eat, ...), ``vlaudit`` (its version), ``created`` (UTC) and
+    ``packages`` (the versions that decide a result)."""
+    return {"stage": stage, "vlaudit": __version__, "created": utc_now(), "packages": package_versions()}
 
 
 def _json_default(obj: Any):

@@ -77,13 +77,13 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     dirs = {name: root / name for name in ("index", "audit", "scan", "provenance", "eat", "hypo")}
     storage.write_json(dirs["index"] / "manifest.json", {
-        "model": {"name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}, "count": 1200, "dim": 512,
+        "stage": "index", "model": {"name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}, "count": 1200, "dim": 512,
         "dataset": {"source": "fairface:<val>", "split": "val"}, "created": "2025-01-01T00:00:00+00:00"})
     storage.write_parquet(dirs["index"] / "faces.parquet", pl.DataFrame({"item_id": [0], "key": ["a.jpg"]}))
     skew = skew_frame(rng)
     storage.write_parquet(dirs["audit"] / "skew.parquet", skew)
     storage.write_json(dirs["audit"] / "manifest.json", {
-        "kind": "audit", "k": 100, "seed": 0, "taxonomy": {"name": "sobit", "sha256": "0" * 64},
+        "stage": "audit", "k": 100, "seed": 0, "taxonomy": {"name": "sobit", "sha256": "0" * 64},
         "index": {"name": "fairface-val", "manifest": {"model": {"name": "ViT-B-32", "pretrained": "openai"}}},
         "templates": {"name": "sobit", "mode": "ensemble",
                       "templates": [{"id": "0", "pos": "noun", "template": "a photo of {article} {word}"}]}})
@@ -100,9 +100,9 @@ def make_runs(root: Path, seed: int = 0) -> dict[str, Path]:
         "n_x": [8, 8], "n_y": [8, 8], "sided": ["one", "one"]}))
     storage.write_parquet(dirs["eat"] / "items.parquet", pl.DataFrame({"item": [f"i{i}" for i in range(40)],
                                                                       "sc_eat": np.linspace(-1, 1, 40)}))
-    storage.write_json(dirs["eat"] / "manifest.json", {"command": "eat", "permutations": 12870,
+    storage.write_json(dirs["eat"] / "manifest.json", {"stage": "eat", "permutations": 12870,
                                                        "tables": {"items.parquet": {"rows": 40}}})
     storage.write_parquet(dirs["hypo"] / "steps.parquet", pl.DataFrame({"step": [0, 10, 20], "minority": [1.0, 0.7, 0.1]}))
     storage.write_text(dirs["hypo"] / "chart_black_to_white.svg", HOSTILE_SVG)
-    storage.write_json(dirs["hypo"] / "manifest.json", {"command": "hypodescent"})
+    storage.write_json(dirs["hypo"] / "manifest.json", {"stage": "hypodescent"})
     return dirs

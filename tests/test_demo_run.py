@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from engine import storage
 from engine.demo.model import CHECKPOINT, TRAINING_CARD
 from engine.demo.spec import WORDS, WorldConfig
+from tests.helpers_manifest import assert_manifest_header
 
 REDUCED = WorldConfig(n_faces=300, n_pairs=600, shard_size=200)
 K = 20
@@ -25,8 +27,6 @@ def demo(tmp_path_factory):
 
 
 def test_the_shipped_checkpoint_is_the_one_its_training_card_describes():
-    from engine import storage
-
     card = json.loads(TRAINING_CARD.read_text())
     assert card["sha256"] == storage.sha256_file(CHECKPOINT)
     assert card["epoch_losses"][-1] < card["initial_loss"]
@@ -65,6 +65,13 @@ def test_outputs_are_written_and_the_report_shows_the_checks(demo):
     html = Path(result["report"]).read_text()
     assert "planted truth vs measured" in html and "retrieval_checks" in html
     assert messages[-1] == f"report: {result['report']}"
+
+
+@pytest.mark.parametrize("output, stage", [("index", "index"), ("audit", "audit"), ("scan", "scan"),
+                                           ("provenance", "provenance"), ("checks", "demo")])
+def test_every_output_manifest_starts_with_the_common_keys(demo, output, stage):
+    result, _ = demo
+    assert_manifest_header(storage.read_json(Path(result["outputs"][output]) / "manifest.json"), stage)
 
 
 def test_the_cli_renders_the_checks_and_ends_with_the_report_path(demo):

@@ -15,6 +15,7 @@ from engine.faces.association import weat
 from engine.faces.eat_suite import EatConfig, run_suite
 from engine.faces.embedding_inputs import load_set, read_word_list
 from engine.faces.permutation import PermutationConfig
+from tests.helpers_manifest import assert_manifest_header
 
 
 def planted_sets(seed: int = 0, n: int = 6, dim: int = 16):
@@ -155,6 +156,7 @@ def test_eat_cli_json_outputs_and_errors(tmp_path, capsys):
     assert (row["method"], row["permutations"], row["seed"]) == ("sampled", 500, 3)
     assert row["d"] > 1 and row["p"] < 0.05
     manifest = json.loads((out / "manifest.json").read_text())
+    assert_manifest_header(manifest, "eat")
     assert manifest["permutation"]["permutations"] == 500 and manifest["model"] is None
     assert manifest["tables"]["results.parquet"]["columns"]["d"] == "Float64"
     assert set(manifest["files"]) == {"results.parquet", "items.parquet", "failures.parquet", "summary.json"}

@@ -14,6 +14,7 @@ from engine.errors import InputError
 from engine.faces import hypodescent as hd
 from engine.faces.association import sc_eat
 from engine.faces.morphs import read_morphs
+from tests.helpers_manifest import assert_manifest_header
 
 
 # --- reading morph series ---------------------------------------------------------------------
@@ -167,6 +168,7 @@ def test_hypodescent_job_end_to_end_with_the_tiny_model(tmp_path, capsys):
     assert chart.tag.endswith("svg") and "Hypodescent: Black to White" in ET.tostring(chart, encoding="unicode")
     assert not (out / ".partial").exists()  # the resumable shards are gone once outputs are written
     manifest = json.loads((out / "manifest.json").read_text())
+    assert_manifest_header(manifest, "hypodescent")
     assert manifest["prompts"]["labels"]["person"] == "a photo of a person"
     assert set(manifest["files"]) >= {"images.parquet", "chart_asian_to_white.svg", "summary.json"}
 

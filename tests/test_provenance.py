@@ -221,7 +221,7 @@ def test_run_writes_tables_and_cli(tmp_path, capsys, only_provenance_command):
     for name in ("links", "words", "correlations", "divergent"):
         assert pl.read_parquet(out / f"{name}.parquet").columns
     manifest = storage.read_json(out / "manifest.json")
-    assert manifest["kind"] == "provenance" and manifest["config"]["n_boot"] == 10
+    assert manifest["stage"] == "provenance" and manifest["config"]["n_boot"] == 10
     assert manifest["inputs"]["audit"]["sha256"] == storage.sha256_file(audit / "skew.parquet")
 
     code = cli.main(["provenance", "--audit", str(audit), "--scan", str(scan), "--out", str(out),

@@ -12,6 +12,7 @@ from scipy.stats import mannwhitneyu
 
 from engine.errors import InputError
 from engine.faces.ranking import BootstrapConfig, auc, bootstrap_auc, ranking_table, weighted_auc
+from tests.helpers_manifest import assert_manifest_header
 
 
 def pair_loop_auc(a, b) -> float:
@@ -119,7 +120,8 @@ def test_rankfair_job_end_to_end_with_the_tiny_model(indexes_dir, tmp_path, caps
                  "--bootstrap", "100", "--out", str(out), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["prompts"] == 2 and (out / "manifest.json").is_file()
+    assert summary["prompts"] == 2
+    assert_manifest_header(json.loads((out / "manifest.json").read_text()), "rankfair")
     table = pl.read_parquet(out / "ranking.parquet")
     assert table.height == 2 * (1 + 3 + 3)  # gender: 1 pair; race: 3 pairs + 3 against the rest
     # the oracle: the same model's prompt and face embeddings, pairs counted one by one

@@ -11,6 +11,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.faces import zeroshot as zs
+from tests.helpers_manifest import assert_manifest_header
 
 
 def test_phrases_and_prompts_read_naturally():
@@ -117,6 +118,7 @@ def test_classify_job_end_to_end_with_the_tiny_model(indexes_dir, tmp_path, caps
     black = predictions.filter(pl.Series(index.faces["race"].to_list()) == "black")
     assert crime["count"] == (black["harm_category"] == "crime").sum() and crime["n"] == black.height
     manifest = json.loads((out / "manifest.json").read_text())
+    assert_manifest_header(manifest, "classify")
     assert "a photo of a gorilla" in manifest["harm_prompts"] and manifest["model"]["random_weights"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine import __version__, storage
+from engine import storage
 from engine.captions import reduce
 from engine.captions.cooccurrence import cooccurrence_table
 from engine.captions.matcher import distinct_estimate
@@ -127,8 +127,7 @@ def _manifest(con, termset, described: dict, counts: dict, tables: dict, prior_s
     word_captions, word_unique = reduce.word_caption_totals(con)
     shards = tables["shards.parquet"]
     return {
-        "stage": STAGE, "created": storage.utc_now(), "vlaudit": __version__,
-        "packages": storage.package_versions(),
+        **storage.manifest_header(STAGE),
         **described,
         "terms": {"words": termset.n_words, "groups": termset.terms.height - termset.n_words,
                   "forms": termset.forms.height, "sha256": termset.sha256},

@@ -176,8 +176,8 @@ STAGES: dict[str, tuple[str, Callable[[DemoRun], None]]] = {
 
 
 def _checks_manifest(run: DemoRun) -> dict:
-    return {"kind": "demo-checks", "command": "vlaudit demo: planted truth vs measured",
-            "created": storage.utc_now(), "alpha": run.config.alpha, "k": run.config.k,
+    return {**storage.manifest_header("demo"), "description": "planted truth vs measured",
+            "alpha": run.config.alpha, "k": run.config.k,
             "truth": str(run.world.truth_path), "passed": run.checks["summary"]["passed"],
             "inputs": {name: str(run.paths[name]) for name in ("audit", "scan")}}
 

@@ -1,9 +1,10 @@
 """Find and read the result directories a report covers.
 
-Each directory is recognised by the files its stage writes; a directory that is none of them but
-holds such directories (e.g. ``runs/`` with ``audit/``, ``scan/``, ``provenance/``) is searched
-one level down. A directory with a ``manifest.json`` and parquet tables but no known stage files
-(association tests, hypodescent, classification...) is shown generically as "results".
+Each directory is recognised by the ``stage`` its ``manifest.json`` names, or else by the files
+its stage writes; a directory that is none of them but holds such directories (e.g. ``runs/`` with
+``audit/``, ``scan/``, ``provenance/``) is searched one level down. Any other stage's directory
+with a ``manifest.json`` and parquet tables (association tests, hypodescent, classification, the
+demo's checks...) is shown generically as "results".
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def _read_parquet(path: Path, limit: int | None = None) -> pl.DataFrame:
 
 
 def detect_kind(directory: Path) -> str | None:
+    stage = _manifest_stage(directory)
+    if stage in KINDS:
+        return stage
     for kind, (markers, _tables) in KINDS.items():
         if all((directory / marker).exists() for marker in markers):
             return kind
@@ -84,6 +88,16 @@ def detect_kind(directory: Path) -> str | None:
     if (directory / "manifest.json").exists() and any(directory.glob("*.parquet")):
         return "results"
     return None
+
+
+def _manifest_stage(directory: Path) -> str | None:
+    """The stage a readable manifest names (an unreadable one is reported when the run is loaded)."""
+    try:
+        manifest = _read_json(directory / "manifest.json")
+    except InputError:
+        return None
+    stage = manifest.get("stage") if isinstance(manifest, dict) else None
+    return stage if isinstance(stage, str) else None
 
 
 def load_run(directory: Path, kind: str) -> Run:

@@ -77,8 +77,8 @@ def results_section(run: Run) -> Section:
         uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
         parts.append(f'<figure><figcaption>{charts.esc(name)}</figcaption>'
                      f'<img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
-    command = run.manifest.get("command") or run.manifest.get("kind")
-    title = f"Results: {command} ({run.label})" if isinstance(command, str) else f"Results: {run.label}"
+    stage = run.manifest.get("stage")
+    title = f"Results: {stage} ({run.label})" if isinstance(stage, str) else f"Results: {run.label}"
     return Section(f"results-{run.label}", title, "".join(parts))
 
 
