@@ -10,13 +10,24 @@ from engine.faces.permutation import ALTERNATIVES, DEFAULT_EXACT_MAX, DEFAULT_PE
 DEFAULT_OUT_ROOT = Path("vlaudit-out")
 
 
+def add_index_options(parser: argparse.ArgumentParser) -> None:
+    """The index a command reads its faces and model from (classify, rankfair)."""
+    parser.add_argument("name", help="index name (or path of an index directory)")
+    parser.add_argument("--indexes-dir", type=Path, default=Path("indexes"), help="where indexes live")
+
+
+def add_device_option(parser) -> None:
+    """``--device`` on a parser or an argument group."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0 ...")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (open_clip)")
     group.add_argument("--model", help="open_clip model name, e.g. ViT-B-32")
     weights = group.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", help="open_clip pretrained tag ('none': random weights, tests only)")
     weights.add_argument("--checkpoint", help="local checkpoint file")
-    group.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0 ...")
+    add_device_option(group)
 
 
 def model_spec(args: argparse.Namespace):

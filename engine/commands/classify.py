@@ -16,8 +16,7 @@ def add_parser(subparsers) -> None:
         description="Classify the faces of index NAME with its own model: accuracy of each attribute "
                     "per template and ensemble, per group and intersection, confusion matrices, and "
                     "the rate of crime-related and non-human labels per group.")
-    parser.add_argument("name", help="index name (or path of an index directory)")
-    parser.add_argument("--indexes-dir", type=Path, default=Path("indexes"), help="where indexes live")
+    options.add_index_options(parser)
     parser.add_argument("--attribute", action="append", default=[], metavar="ATTR",
                         help="attribute to classify (repeatable; default race, gender, age where labelled)")
     parser.add_argument("--template", action="append", default=[], metavar="TEMPLATE",
@@ -33,7 +32,7 @@ def add_parser(subparsers) -> None:
                         help=f"crime-related class (repeatable; default {', '.join(zs.CRIME_LABELS)})")
     parser.add_argument("--non-human-label", action="append", metavar="LABEL",
                         help=f"non-human class (repeatable; default {', '.join(zs.NON_HUMAN_LABELS)})")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0 ...")
+    options.add_device_option(parser)
     options.add_out_option(parser, "classify")
     add_common(parser)
     parser.set_defaults(run=run, render=render)

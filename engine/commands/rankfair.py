@@ -16,8 +16,7 @@ def add_parser(subparsers) -> None:
         description="Score every face of index NAME against occupation prompts with the index's "
                     "model; per prompt, attribute and pair of groups: AUC (ties 1/2), misrank rate "
                     "1 - AUC and a bootstrap interval.")
-    parser.add_argument("name", help="index name (or path of an index directory)")
-    parser.add_argument("--indexes-dir", type=Path, default=Path("indexes"), help="where indexes live")
+    options.add_index_options(parser)
     parser.add_argument("--occupation", action="append", default=[], metavar="WORD",
                         help=f"occupation (repeatable; default {', '.join(DEFAULT_OCCUPATIONS)})")
     parser.add_argument("--occupations-file", type=Path, help="word list file, one occupation per line")
@@ -29,7 +28,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples for the interval (0: none)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0 ...")
+    options.add_device_option(parser)
     options.add_out_option(parser, "rankfair")
     add_common(parser)
     parser.set_defaults(run=run, render=render)
