@@ -143,7 +143,7 @@ def run_suite(config: EatConfig) -> dict:
             "text_template": config.text_template, "inputs": {k: s.origin for k, s in cache.items()},
         }
         tables = {"results": results, "items": items, "failures": failures}
-        summary["files"] = write_run(config.out_dir, command="eat", tables=tables,
+        summary["files"] = write_run(config.out_dir, stage="eat", tables=tables,
                                      summary=summary, manifest=manifest)
     return summary
 

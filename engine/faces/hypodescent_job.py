@@ -79,7 +79,7 @@ def run_hypodescent(config: HypodescentConfig) -> dict:
                 "valence": {"method": hd.VALENCE_METHOD,
                             "pleasant": list(PLEASANT), "unpleasant": list(UNPLEASANT)},
                 "labels": {label: f"sim_{hd.column_slug(label)}" for label in config.labels}}
-    summary["files"] = write_run(config.out_dir, command="hypodescent", summary=summary,
+    summary["files"] = write_run(config.out_dir, stage="hypodescent", summary=summary,
                                  manifest=manifest, files=charts,
                                  tables={"images": scored, "steps": steps, "pairs": pairs,
                                          "failures": failures})

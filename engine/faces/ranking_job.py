@@ -82,6 +82,6 @@ def run_rankfair(config: RankfairConfig) -> dict:
                 "attributes": attributes, "groups": order, "comparisons": config.comparisons,
                 "bootstrap": {**asdict(config.bootstrap), "method": "percentile, faces resampled within groups"},
                 "auc": "P(score a > score b) + P(tie) / 2; misrank = 1 - auc"}
-    summary["files"] = write_run(config.out_dir, command="rankfair", tables={"ranking": table},
+    summary["files"] = write_run(config.out_dir, stage="rankfair", tables={"ranking": table},
                                  summary=summary, manifest=manifest)
     return summary

@@ -16,10 +16,10 @@ from engine import storage
 SUMMARY_NAME = "summary.json"
 
 
-def write_run(out_dir: str | Path, *, command: str, tables: dict[str, pl.DataFrame], summary: dict,
+def write_run(out_dir: str | Path, *, stage: str, tables: dict[str, pl.DataFrame], summary: dict,
               manifest: dict, files: dict[str, str] | None = None) -> dict[str, str]:
     """Write ``tables`` as ``<name>.parquet``, ``files`` (name -> text), the summary and the
-    manifest (``command`` is its ``stage``); return name -> path of everything written."""
+    manifest (headed by ``stage``); return name -> path of everything written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -29,7 +29,7 @@ def write_run(out_dir: str | Path, *, command: str, tables: dict[str, pl.DataFra
         written[name] = storage.write_text(out_dir / name, text)
     written[SUMMARY_NAME] = storage.write_json(out_dir / SUMMARY_NAME, summary)
     record = {
-        **storage.manifest_header(command),
+        **storage.manifest_header(stage),
         **manifest,
         "tables": {f"{name}.parquet": _schema(frame) for name, frame in tables.items()},
         "files": {name: storage.sha256_file(path) for name, path in written.items()},

@@ -71,7 +71,7 @@ def run_classify(config: ClassifyConfig) -> dict:
     manifest = {"index": {"path": str(index.path), "manifest": index.manifest}, "model": encoder.describe(),
                 "attributes": attributes, "classes": classes, "templates": list(config.templates),
                 "prompts": texts, "harm_prompts": harm_classes, "harm_categories": _harm_categories(config)}
-    summary["files"] = write_run(config.out_dir, command="classify", tables=tables, summary=summary,
+    summary["files"] = write_run(config.out_dir, stage="classify", tables=tables, summary=summary,
                                  manifest=manifest)
     return summary
 

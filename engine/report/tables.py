@@ -94,7 +94,7 @@ def _plain(value):
 
 
 def flatten(manifest: dict, depth: int = 1, prefix: str = "",
-            skip: tuple[str, ...] = ("packages", "versions", "checksums", "outputs", "files")) -> list[tuple[str, object]]:
+            skip: tuple[str, ...] = ("packages", "checksums", "outputs", "files")) -> list[tuple[str, object]]:
     """Scalar entries of a manifest, nested dicts as "a.b" up to ``depth`` levels; bookkeeping
     entries (``skip``) are left to the full manifest."""
     pairs = []
