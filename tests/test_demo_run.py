@@ -63,7 +63,15 @@ def test_outputs_are_written_and_the_report_shows_the_checks(demo):
     for name in ("index", "audit", "scan", "provenance", "checks", "report"):
         assert Path(result["outputs"][name]).exists(), name
     html = Path(result["report"]).read_text()
-    assert "planted truth vs measured" in html and "retrieval_checks" in html
+    demo_at, overview_at = html.index('id="demo-checks"'), html.index('id="overview"')
+    assert overview_at < demo_at < html.index('id="index-')  # the demo's answer comes first
+    assert "Demo: planted truth vs measured" in html and "All checks passed." in html
+    summary = result["checks"]["summary"]
+    planted = summary["planted_words"]
+    assert f"{planted['passed']} of {planted['checks']} planted words" in html
+    pairs = summary["cooccurrence_pairs"]
+    assert f"{pairs['passed']} of {pairs['checks']} pairs equal" in html
+    assert "retrieval_checks.svg" in html and "Results: demo" not in html  # not shown generically
     assert messages[-1] == f"report: {result['report']}"
 
 

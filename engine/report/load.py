@@ -3,8 +3,8 @@
 Each directory is recognised by the ``stage`` its ``manifest.json`` names, or else by the files
 its stage writes; a directory that is none of them but holds such directories (e.g. ``runs/`` with
 ``audit/``, ``scan/``, ``provenance/``) is searched one level down. Any other stage's directory
-with a ``manifest.json`` and parquet tables (association tests, hypodescent, classification, the
-demo's checks...) is shown generically as "results".
+with a ``manifest.json`` and parquet tables (association tests, hypodescent, classification...)
+is shown generically as "results"; the demo's checks have their own section.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ KINDS = {
     "audit": (("skew.parquet",), ("skew",)),
     "scan": (("cooccurrence.parquet",), ("cooccurrence", "examples")),
     "index": (("faces.parquet", "manifest.json"), ()),
+    "demo": (("retrieval_checks.parquet", "cooccurrence_checks.parquet"),
+             ("retrieval_checks", "cooccurrence_checks")),
 }
-ORDER = ("index", "audit", "scan", "provenance", "results")
+ORDER = ("demo", "index", "audit", "scan", "provenance", "results")
+DRAWS_CHARTS = ("demo", "results")  # stages whose own SVG charts are shown
 MAX_GENERIC_ROWS = 500
 MAX_CHART_BYTES = 2 << 20
 
@@ -104,10 +107,11 @@ def load_run(directory: Path, kind: str) -> Run:
     manifest = _read_json(directory / "manifest.json")
     summary = _read_json(directory / "summary.json")
     charts = {}
-    if kind == "results":
-        tables = {p.stem: _read_parquet(p, MAX_GENERIC_ROWS) for p in sorted(directory.glob("*.parquet"))}
+    if kind in DRAWS_CHARTS:
         charts = {p.name: p.read_bytes() for p in sorted(directory.glob("*.svg"))
                   if p.stat().st_size <= MAX_CHART_BYTES}
+    if kind == "results":
+        tables = {p.stem: _read_parquet(p, MAX_GENERIC_ROWS) for p in sorted(directory.glob("*.parquet"))}
     else:
         names = KINDS[kind][1]
         tables = {name: _read_parquet(directory / f"{name}.parquet")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from engine import __version__, storage
-from engine.report import sections_captions, sections_meta, sections_retrieval
+from engine.report import sections_captions, sections_demo, sections_meta, sections_retrieval
 from engine.report.charts import esc
 from engine.report.load import ReportInputs, load_inputs
 from engine.report.sections_retrieval import Section
@@ -60,6 +60,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; padding:12px; }
 def collect_sections(inputs: ReportInputs) -> list[Section]:
     """The sections the given runs support, in reading order."""
     sections = [sections_meta.overview(inputs)]
+    sections += [sections_demo.demo_section(run) for run in inputs.of("demo")]  # the demo's answer first
     sections += [sections_meta.index_section(run) for run in inputs.of("index")]
     for run in inputs.of("audit"):
         sections += sections_retrieval.audit_sections(run)

@@ -11,7 +11,7 @@ from engine.report.sections_retrieval import Section
 
 OPEN_ROWS = 30
 KIND_NAMES = {"index": "face index", "audit": "retrieval audit", "scan": "caption scan",
-              "provenance": "provenance linking", "results": "other results"}
+              "provenance": "provenance linking", "demo": "demo checks", "results": "other results"}
 
 
 def overview(inputs: ReportInputs) -> Section:
