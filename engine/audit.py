@@ -129,7 +129,7 @@ def audit(index, taxonomy: str | tx.Taxonomy | pl.DataFrame = "sobit", *, k: int
     query.check_same_model(face_index, encoder.spec)
     _check_tokens(words.words, encoder)
     embeddings = _encode_unique(encoder, prompts["text"].to_list())
-    core = audit_vectors(prompts, embeddings, face_index.faces, face_index.vectors(),
+    core = audit_vectors(prompts, embeddings, face_index.faces, face_index.item_vectors(),
                          lambda vectors, top: query.search(face_index, vectors, top), config,
                          item_statistics=face_index.item_statistics())
     manifest = _manifest(face_index, words, templates, config, core.summary["attributes"])
@@ -152,7 +152,8 @@ def audit_vectors(prompts: pl.DataFrame, prompt_embeddings: np.ndarray, faces: p
                   item_vectors: np.ndarray, search: Search, config: AuditConfig, *,
                   item_statistics: skew.ItemStatistics | None = None) -> AuditResult:
     """The pure core: prompts (taxonomy.prompts.PROMPT_SCHEMA) with their embeddings, the face
-    table and its vectors (row i = item_id i), and ``search(vectors, k) -> (scores, item_ids)``.
+    table and its vectors (row i = item_id i; an array, or anything with len() and row slices),
+    and ``search(vectors, k) -> (scores, item_ids)``.
     ``item_statistics`` (an index stores them) saves computing them from ``item_vectors``."""
     _check_k(config.k, faces.height)
     names = list(config.attributes) if config.attributes is not None else groups.default_names(faces)

@@ -122,16 +122,20 @@ def test_a_damaged_list_file_is_refused(built, tmp_path):
     assert code == 2 and "index.ivfdata does not match its checksum" in err
 
 
-def test_the_audit_of_the_on_disk_index_is_that_of_an_exact_index(built, tmp_path):
+def test_the_audit_of_the_on_disk_index_is_that_of_an_exact_index(built, tmp_path, monkeypatch):
     from engine.audit import audit
+    from engine.faces.skew import ItemStatistics
 
+    loaded = open_index("faces", built["indexes"])
+    exact = write_index(tmp_path / "exact", loaded.vectors(), loaded.faces, model=loaded.manifest["model"],
+                        dataset=loaded.manifest["dataset"])
     on_disk = open_index("faces", built["indexes"])
-    exact = write_index(tmp_path / "exact", on_disk.vectors(), on_disk.faces, model=on_disk.manifest["model"],
-                        dataset=on_disk.manifest["dataset"])
+    monkeypatch.setattr(ItemStatistics, "BLOCK", 7)  # vectors read back in several blocks
     words = tmp_path / "words.csv"
     words.write_text("category,word\njobs,nurse\njobs,engineer\ncrime,thief\n", encoding="utf-8")
     settings = {"k": 6, "encoder": tiny_encoder(), "templates": "portrait", "null_draws": 99}
     ours, theirs = audit(on_disk, str(words), **settings), audit(exact, str(words), **settings)
+    assert on_disk._vectors is None  # never all in memory at once
     assert ours.hits["item_id"].to_list() == theirs.hits["item_id"].to_list()
     assert_frame_equal(ours.skew, theirs.skew, check_exact=False)
     assert ours.skew.height > 0

@@ -139,8 +139,10 @@ def test_casc_hand_case():
     np.testing.assert_allclose(skew.casc(query, moments), [[math.sqrt(3), -math.sqrt(3)]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("block", [16_384, 64])
 @pytest.mark.parametrize("unlabelled_share", [0.0, 0.2, 0.7])
-def test_casc_matches_brute_force_over_all_items(unlabelled_share):
+def test_casc_matches_brute_force_over_all_items(unlabelled_share, block, monkeypatch):
+    monkeypatch.setattr(skew.ItemStatistics, "BLOCK", block)  # one block, or several
     rng = np.random.default_rng(5)
     n, d, n_groups = 400, 16, 3
     vectors = rng.normal(size=(n, d)).astype(np.float32) + 0.5  # a common component, as in CLIP

@@ -122,6 +122,28 @@ def reconstruct_all(index) -> np.ndarray:
     return index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False)
 
 
+class ReconstructedRows:
+    """An index's vectors read back a block of rows at a time (``len()`` and row slices): what
+    the audit needs from an on-disk index, whose vectors need not fit in memory."""
+
+    def __init__(self, index):
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.make_direct_map()
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(len(self))
+        if step != 1:
+            raise IndexError("only contiguous row slices are read back")
+        return self.index.reconstruct_n(start, max(0, stop - start)).astype(np.float32, copy=False)
+
+
 def search_backend(index, k: int):
     """What to search with (anything with faiss's ``search(queries, k)``): a GPU copy of an exact
     index when faiss and a GPU allow it, else the index itself."""

@@ -63,6 +63,14 @@ class FaceIndex:
             self._vectors = factories.reconstruct_all(self.faiss_index)
         return self._vectors
 
+    def item_vectors(self):
+        """The vectors as the audit reads them: the array when the index is in memory, else read
+        back block by block (factories.ReconstructedRows), so an on-disk index is audited without
+        holding all its vectors."""
+        if self._vectors is None and self.manifest.get("index", {}).get("on_disk"):
+            return factories.ReconstructedRows(self.faiss_index)
+        return self.vectors()
+
     def item_statistics(self):
         """The vectors' skew.ItemStatistics: read from the index directory, or computed (once per
         FaceIndex) for an index written before the file existed."""

@@ -172,40 +172,51 @@ class ItemStatistics:
         return cls(np.asarray(array[0], dtype=np.float64), np.asarray(array[1:], dtype=np.float64), count)
 
 
-def item_moments(statistics: ItemStatistics, vectors: np.ndarray, codes: list[np.ndarray],
+def item_moments(statistics: ItemStatistics, vectors, codes: list[np.ndarray],
                  n_groups: list[int]) -> list[ItemMoments]:
-    """Group sums and covariance of the labelled items (``codes`` >= 0) of several attributes; the
-    group sums of all of them come from one pass over the centred vectors."""
+    """Group sums and covariance of the labelled items (``codes`` >= 0) of several attributes, in
+    one pass over the centred vectors, block by block. ``vectors`` is anything with ``len()`` and
+    row slices giving float32 arrays (an array, or an on-disk index read back block by block)."""
     onehot = np.concatenate([(c[:, None] == np.arange(g)).astype(np.float32) for c, g in zip(codes, n_groups)], axis=1)
     sizes = onehot.sum(axis=0).astype(np.int64)
+    masks = {np.packbits(c >= 0).tobytes(): c >= 0 for c in codes}  # attributes may share one
+    partial = {key: _Unlabelled(len(statistics.mean)) for key, labelled in masks.items() if not labelled.all()}
     centre = statistics.centre
     centred_sums = np.zeros((onehot.shape[1], len(centre)))
     for start in range(0, len(vectors), ItemStatistics.BLOCK):
         rows = slice(start, start + ItemStatistics.BLOCK)
-        centred_sums += onehot[rows].T @ (vectors[rows] - centre)
+        centred = np.asarray(vectors[rows], dtype=np.float32) - centre
+        centred_sums += onehot[rows].T @ centred
+        for key, unlabelled in partial.items():
+            unlabelled.add(centred[~masks[key][rows]])
     sums = centred_sums + sizes[:, None] * centre.astype(np.float64)  # (sum G, d)
+    covariances = {key: _labelled_covariance(statistics, labelled, partial.get(key))
+                   for key, labelled in masks.items()}
     edges = np.cumsum([0, *n_groups])
-    covariances: dict[bytes, np.ndarray] = {}  # attributes with the same labelled items share one
-    moments = []
-    for c, a, b in zip(codes, edges[:-1], edges[1:]):
-        labelled = c >= 0
-        key = np.packbits(labelled).tobytes()
-        if key not in covariances:
-            covariances[key] = _labelled_covariance(statistics, vectors, labelled)
-        moments.append(ItemMoments(sums[a:b], sizes[a:b], covariances[key]))
-    return moments
+    return [ItemMoments(sums[a:b], sizes[a:b], covariances[np.packbits(c >= 0).tobytes()])
+            for c, a, b in zip(codes, edges[:-1], edges[1:])]
 
 
-def _labelled_covariance(statistics: ItemStatistics, vectors: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+class _Unlabelled:
+    """Gram matrix, sum and count of the centred vectors of the unlabelled items, accumulated."""
+
+    def __init__(self, dim: int):
+        self.gram, self.sum, self.count = np.zeros((dim, dim)), np.zeros(dim), 0
+
+    def add(self, centred: np.ndarray) -> None:
+        self.gram += centred.T @ centred
+        self.sum += centred.sum(axis=0, dtype=np.float64)
+        self.count += len(centred)
+
+
+def _labelled_covariance(statistics: ItemStatistics, labelled: np.ndarray, unlabelled: _Unlabelled | None) -> np.ndarray:
     """Covariance (ddof 1) of the labelled items: the unlabelled rows' part is taken out of the
     whole Gram matrix (cheap when few are unlabelled), then the shift to the labelled mean."""
     centre = statistics.centre.astype(np.float64)
     gram, labelled_sum = statistics.gram, statistics.count * statistics.mean  # sum of all vectors
-    if not labelled.all():
-        rest = vectors[~labelled]
-        centred_rest = rest - statistics.centre
-        gram = gram - centred_rest.T @ centred_rest
-        labelled_sum = labelled_sum - rest.sum(axis=0, dtype=np.float64)
+    if unlabelled is not None:
+        gram = gram - unlabelled.gram
+        labelled_sum = labelled_sum - (unlabelled.sum + unlabelled.count * centre)
     n = int(labelled.sum())
     shift = labelled_sum / max(n, 1) - centre  # labelled mean minus the centre
     return (gram - n * np.outer(shift, shift)) / max(n - 1, 1)
