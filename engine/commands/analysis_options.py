@@ -18,7 +18,7 @@ def add_index_options(parser: argparse.ArgumentParser) -> None:
 
 def add_device_option(parser) -> None:
     """``--device`` on a parser or an argument group."""
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0 ...")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     from engine.cli import add_common
+    from engine.commands.analysis_options import add_device_option
     from engine.commands.index import add_indexes_dir
 
     parser = add_common(subparsers.add_parser(
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--skew-floor", type=float, default=None,
                         help="share floor inside Skew@k (default 1/k)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device_option(parser)
     add_indexes_dir(parser)
     parser.set_defaults(run=run, render=render)
 

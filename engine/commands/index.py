@@ -12,6 +12,7 @@ DEFAULT_INDEXES_DIR = "indexes"
 def add_parser(subparsers) -> None:
     from engine.batch import add_engine_arguments
     from engine.cli import add_common
+    from engine.commands.analysis_options import add_device_option
 
     parser = subparsers.add_parser("index", help="build, inspect and list face indexes")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -37,7 +38,7 @@ def add_parser(subparsers) -> None:
                        help="image-decoding processes (default: one per spare core; 0 = none)")
     build.add_argument("--shard-size", type=int, default=4096,
                        help="items per resumable shard (default 4096)")
-    build.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device_option(build)
     build.add_argument("--max-pixels", type=int, default=None,
                        help="refuse images with more pixels (decompression-bomb guard)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index NAME")

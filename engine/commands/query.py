@@ -7,13 +7,14 @@ DEFAULT_K = 10
 
 def add_parser(subparsers) -> None:
     from engine.cli import add_common
+    from engine.commands.analysis_options import add_device_option
     from engine.commands.index import add_indexes_dir, add_model_arguments
 
     parser = add_common(subparsers.add_parser("query", help="retrieve the top-k faces for texts"))
     parser.add_argument("name", help="index name (or a path to an index directory)")
     parser.add_argument("texts", nargs="+", help="one or more texts, e.g. \"a photo of a doctor\"")
     parser.add_argument("-k", type=int, default=DEFAULT_K, help=f"hits per text (default {DEFAULT_K})")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add_device_option(parser)
     add_model_arguments(parser, required=False)
     add_indexes_dir(parser)
     parser.set_defaults(run=run_query, render=render_query)
