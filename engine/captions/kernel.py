@@ -1,15 +1,18 @@
 """The compiled inner loop of the caption scan (numba): bytes of captions in, counts out.
 
-One pass over an Arrow string column's UTF-8 bytes: decode code points, case-fold them through
-the tables of engine.captions.charclass, hash each token (8 bytes at a time, then mixed), pass
-it through a Bloom filter and look the survivors up in an open-addressing table of the
-vocabulary (the tokens of all surface forms; a hash hit is confirmed byte by byte, so collisions
-cannot create matches). Surface forms of several tokens match
-consecutive tokens. Each caption counts once per form and once per term; a caption with both a
-taxonomy word and a group term adds one to each (word, group) pair. Captions with a word are
-returned (row, caption hash, term ids), and the first few distinct captions of each pair (by
-caption hash, in row order) as example candidates (pair, row). A HyperLogLog sketch of the
-caption hashes estimates the number of distinct captions.
+One pass over an Arrow string column's UTF-8 bytes. Each caption is first cut into runs of
+bytes that may belong to tokens (ASCII letters and digits, any byte >= 0x80), eight bytes at a
+time with word-wide bit tricks (SWAR) and no branch per byte. An ASCII run is a token, lower-cased
+and hashed straight from the column; a run with other bytes is decoded code point by code point
+and case-folded through the tables of engine.captions.charclass. Each token's hash (8 bytes at a
+time, then mixed) passes a Bloom filter, and the survivors are looked up in an open-addressing
+table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed byte for byte,
+so collisions cannot create matches). Surface forms of several tokens match consecutive tokens.
+Each caption counts once per form and once per term; a caption with both a taxonomy word and a
+group term adds one to each (word, group) pair. Captions with a word are returned (row, caption
+hash, term ids), and the first few distinct captions of each pair (by caption hash, in row
+order) as example candidates (pair, row). A HyperLogLog sketch of the caption hashes estimates
+the number of distinct captions.
 
 The caption hash is the hash of the caption's token sequence: two captions are "the same" when
 they have the same tokens after case folding (punctuation and spacing aside).
@@ -21,20 +24,27 @@ engine.captions.matcher, which is the interface.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.cpython.unsafe.numbers import leading_zeros
+from numba.extending import intrinsic
 
 HASH_SEED = np.uint64(0xCBF29CE484222325)
 WORD_PRIME = np.uint64(0x9E3779B97F4A7C15)
 HLL_BITS = 14  # 16,384 registers: about 0.8% standard error on the distinct-caption estimate
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-_TOP_BIT = np.uint64(1 << 63)
 _HLL_SHIFT = np.uint64(64 - HLL_BITS)
 _HLL_KEEP = np.uint64(HLL_BITS)
 _HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
 BLOOM_WORDS = 1024  # 64-bit words: 65,536 bits
 _BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick the word
 _BLOOM_BIT = np.uint64(63)  # low 6 bits pick the bit
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_HIGH = np.uint64(0x8080808080808080)  # the top bit of each byte of a word
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_BIT6 = np.uint64(0x4040404040404040)  # set in letters, clear in digits
+_CASE = np.uint64(0x2020202020202020)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -46,8 +56,10 @@ def mix64(x):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
-    """Vocabulary id of the token in ``buf[:length]`` with hash ``h``, or -1."""
+def lookup(h, token, s, length, fold, vocab):
+    """Vocabulary id of the token ``token[s:s+length]`` with hash ``h``, or -1. The token is
+    compared eight bytes at a time (``vocab_bytes`` padded by 8) after ``lower_word(., fold)``."""
+    slot_keys, slot_ids, vocab_offsets, vocab_bytes, _ = vocab
     mask = slot_keys.shape[0] - 1
     i = np.int64(h & np.uint64(mask))
     while True:
@@ -57,12 +69,12 @@ def lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes):
         if slot_keys[i] == h:
             start = vocab_offsets[tid]
             if vocab_offsets[tid + 1] - start == length:
-                same = True
-                for k in range(length):
-                    if vocab_bytes[start + k] != buf[k]:
-                        same = False
-                        break
-                if same:
+                diff = _U0
+                for k in range(0, length, 8):
+                    keep = _ONES >> np.uint64(64 - 8 * min(8, length - k))
+                    word = lower_word(load_word(token, s + k), fold)
+                    diff |= (word ^ load_word(vocab_bytes, start + k)) & keep
+                if diff == 0:
                     return tid
         i = (i + 1) & mask
 
@@ -112,12 +124,12 @@ def push(byte, buf, length, h, word):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes, buf,
-             slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom, tok_ids):
-    """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token; return (count, hash).
-    A token's hash equals engine.captions.matcher.token_hash of its folded bytes."""
-    ntok, length, h, word = 0, 0, HASH_SEED, _U0
-    caption_hash = HASH_SEED
+def tokenize_range(data, start, end, tables, buf, vocab, tok_ids, ntok, caption_hash):
+    """Tokenise ``data[start:end]`` code point by code point, appending each token's vocabulary
+    id (-1: other) to ``tok_ids`` and its hash to the caption hash; return the new (ntok,
+    caption_hash). A token's hash equals engine.captions.matcher.token_hash of its folded bytes."""
+    ascii_fold, fold_offset, fold_length, fold_bytes = tables
+    length, h, word = 0, HASH_SEED, _U0
     p = start
     while True:
         n = 0
@@ -139,27 +151,155 @@ def tokenize(data, start, end, ascii_fold, fold_offset, fold_length, fold_bytes,
                 h = (h ^ word) * WORD_PRIME
             h = mix64(h ^ np.uint64(length))
             tok_ids[ntok] = -1
-            if maybe_vocabulary(bloom, h):
-                tok_ids[ntok] = lookup(h, buf, length, slot_keys, slot_ids, vocab_offsets, vocab_bytes)
+            if maybe_vocabulary(vocab[4], h):
+                tok_ids[ntok] = lookup(h, buf, 0, length, _U0, vocab)
             ntok += 1
             caption_hash = (caption_hash ^ h) * WORD_PRIME
             length, h, word = 0, HASH_SEED, _U0
         if p >= end:
             break
-    return ntok, mix64(caption_hash ^ np.uint64(ntok))
+    return ntok, caption_hash
+
+
+@intrinsic
+def load_word(typingctx, data, p):
+    """Bytes ``data[p:p+8]`` as one little-endian uint64 (one unaligned load; no bounds check)."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        address = builder.gep(array.data, [args[1]])
+        return builder.load(builder.bitcast(address, ir.IntType(64).as_pointer()), align=1)
+    return types.uint64(data, p), codegen
+
+
+def _bytes_between(lo, hi):
+    """SWAR constants: adding each to a word of bytes below 0x80 sets a byte's top bit if the
+    byte is >= lo, resp. > hi; so the top bit of the XOR of both sums marks lo <= byte <= hi."""
+    return np.uint64((0x80 - lo) * 0x0101010101010101), np.uint64((0x7F - hi) * 0x0101010101010101)
+
+
+_DIGIT = _bytes_between(0x30, 0x39)
+_LETTER = _bytes_between(0x61, 0x7A)  # after OR-ing 0x20 into each byte
 
 
 @njit(cache=True, nogil=True, inline="always")
-def match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, first_offsets, first_forms,
-                form_term_offsets, form_term_ids, form_seen, term_seen, n_form, caption_terms):
-    """Mark the forms found among the tokens; collect the caption's distinct terms. Return count."""
+def token_bytes(w):
+    """SWAR: the top bit of each byte of ``w`` set where the byte may be part of a token: an
+    ASCII letter or digit, or any byte >= 0x80."""
+    x = w & _LOW7
+    y = x | _CASE
+    return (((x + _DIGIT[0]) ^ (x + _DIGIT[1])) | ((y + _LETTER[0]) ^ (y + _LETTER[1])) | w) & _HIGH
+
+
+@njit(cache=True, nogil=True, inline="always")
+def spans(data, start, end, bounds):
+    """Runs of ``token_bytes`` in a caption, found eight bytes at a time without a branch per
+    byte: each run's start and end go to ``bounds``, alternating. A run is a token if it is
+    ASCII; otherwise it holds zero or more tokens. Returns (boundary count, top bits of all
+    bytes: 0 for ASCII). Reads up to 7 bytes past ``end``."""
+    n, prev, high = _U0, _U0, _U0
+    for p in range(start, end, 8):
+        w = load_word(data, p)
+        if end - p < 8:  # bytes past the caption are separators
+            w &= _ONES >> np.uint64(64 - 8 * (end - p))
+        high |= w
+        token = token_bytes(w)
+        flips = token ^ ((token << np.uint64(8)) | prev)  # byte k starts or ends a run
+        prev = token >> np.uint64(56)
+        for k in range(8):
+            bounds[n] = p + k  # kept only where a flip counts it
+            n += (flips >> np.uint64(8 * k + 7)) & _U1
+    bounds[n] = end  # a run reaching the end of a caption of 8k bytes
+    return np.int64(n + (prev >> np.uint64(7))), high & _HIGH
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lower_word(w, fold):
+    """SWAR lower case of eight ASCII letters and digits with ``fold`` = _BIT6 (letters have
+    bit 6 set, digits not); ``w`` unchanged with ``fold`` = 0."""
+    return w | ((w & fold) >> _U1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def span_hash(data, s, e):
+    """(hash, top bits) of the run ``data[s:e]``: if the top bits are 0, the run is an ASCII
+    token and the hash is ``tokenize_range``'s, computed a word at a time, the last one masked."""
+    h, high = HASH_SEED, _U0
+    p = s
+    while e - p > 8:
+        w = load_word(data, p)
+        h = (h ^ lower_word(w, _BIT6)) * WORD_PRIME
+        high |= w
+        p += 8
+    w = load_word(data, p) & (_ONES >> np.uint64(64 - 8 * (e - p)))
+    h = (h ^ lower_word(w, _BIT6)) * WORD_PRIME
+    return mix64(h ^ np.uint64(e - s)), (high | w) & _HIGH
+
+
+@njit(cache=True, nogil=True, inline="always")
+def tokenize(data, bounds, nspans, tables, buf, vocab, tok_ids, mixed):
+    """Fill ``tok_ids`` with the vocabulary id (-1: other) of each token of the runs found by
+    ``spans``; return (count, caption hash). ASCII runs are hashed from the column a word at a
+    time; with ``mixed`` (a constant: False compiles that branch away), runs with other bytes go
+    code point by code point."""
+    ntok, caption_hash = 0, HASH_SEED
+    for i in range(nspans):
+        s, e = bounds[2 * i], bounds[2 * i + 1]
+        h, high = span_hash(data, s, e)
+        if mixed and high:
+            ntok, caption_hash = tokenize_range(data, s, e, tables, buf, vocab, tok_ids, ntok,
+                                                caption_hash)
+            continue
+        tok_ids[ntok] = -1
+        if maybe_vocabulary(vocab[4], h):
+            tok_ids[ntok] = lookup(h, data, s, e - s, _BIT6, vocab)
+        caption_hash = (caption_hash ^ h) * WORD_PRIME
+        ntok += 1
+    return ntok, mix64(caption_hash ^ np.uint64(ntok))
+
+
+@njit(cache=True, nogil=True)  # not inlined: keeps the slow paths out of the ASCII loop
+def tokenize_other(data, start, end, bounds, nspans, tables, buf, vocab, tok_ids):
+    """``tokenize`` for a caption with non-ASCII bytes or at the very end of the column (no
+    room for 8-byte loads: ``spans`` skipped, code point by code point)."""
+    if end + 8 > data.shape[0]:
+        ntok, caption_hash = tokenize_range(data, start, end, tables, buf, vocab, tok_ids, 0,
+                                            HASH_SEED)
+        return ntok, mix64(caption_hash ^ np.uint64(ntok))
+    return tokenize(data, bounds, nspans, tables, buf, vocab, tok_ids, True)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def single_token_forms(first_offsets, first_forms, form_offsets):
+    """(offsets, forms) like (first_offsets, first_forms), keeping only one-token forms."""
+    offsets = np.zeros_like(first_offsets)
+    forms = np.empty_like(first_forms)
+    n = 0
+    for t in range(first_offsets.shape[0] - 1):
+        for k in range(first_offsets[t], first_offsets[t + 1]):
+            f = first_forms[k]
+            if form_offsets[f + 1] - form_offsets[f] == 1:
+                forms[n] = f
+                n += 1
+        offsets[t + 1] = n
+    return offsets, forms
+
+
+@njit(cache=True, nogil=True, inline="always")
+def match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, starts, form_term_offsets,
+                form_term_ids, form_seen, term_seen, n_form, caption_terms):
+    """Mark the forms found among the tokens; collect the caption's distinct terms. Return count.
+    ``starts``: the forms starting with each token, all of them and the one-token ones (the only
+    candidates when the next token is not in the vocabulary: most tokens, most forms skipped)."""
+    first_offsets, first_forms, single_offsets, single_forms = starts
     nterms = 0
     for i in range(ntok):
         t = tok_ids[i]
         if t < 0:
             continue
-        for k in range(first_offsets[t], first_offsets[t + 1]):
-            f = first_forms[k]
+        offsets, forms = (first_offsets, first_forms) if i + 1 < ntok and tok_ids[i + 1] >= 0 \
+            else (single_offsets, single_forms)
+        for k in range(offsets[t], offsets[t + 1]):
+            f = forms[k]
             fs = form_offsets[f]
             fl = form_offsets[f + 1] - fs
             if i + fl > ntok or form_seen[f] == stamp:
@@ -236,12 +376,10 @@ def keep_examples(caption_terms, nterms, n_words, caption_hash, row, kept, kept_
 
 @njit(cache=True, nogil=True, inline="always")
 def add_to_sketch(sketch, x):
+    """HyperLogLog: the top bits of ``x`` pick a register, which keeps the highest rank (leading
+    zeros + 1) of the remaining bits seen; the guard bit caps the rank."""
     index = x >> _HLL_SHIFT
-    w = (x << _HLL_KEEP) | _HLL_GUARD
-    rank = 1
-    while w & _TOP_BIT == 0:
-        rank += 1
-        w = w << _U1
+    rank = leading_zeros((x << _HLL_KEEP) | _HLL_GUARD) + _U1
     if sketch[index] < rank:
         sketch[index] = rank
 
@@ -253,25 +391,35 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
     Stops early (returning that row) when the output arrays are full; the caller grows them and
     calls again. ``tables``, ``vocab``, ``forms``, ``counters``, ``scratch``, ``out`` are tuples
     of arrays (see engine.captions.matcher)."""
-    ascii_fold, fold_offset, fold_length, fold_bytes = tables
     slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom = vocab
     form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
     n_form, n_term, n_pair, sketch, kept, kept_hash = counters
     buf, tok_ids, caption_terms, form_seen, term_seen = scratch
     out_rows, out_hash, out_term_offsets, out_terms, ex_pairs, ex_rows, out_size = out
     n_terms_total = n_term.shape[0]
+    starts = (first_offsets, first_forms) + single_token_forms(first_offsets, first_forms,
+                                                               form_offsets)
+    padded = np.zeros(vocab_bytes.shape[0] + 8, np.uint8)  # room for 8-byte loads
+    padded[:vocab_bytes.shape[0]] = vocab_bytes
+    padded_vocab = (slot_keys, slot_ids, vocab_offsets, padded, bloom)
+    bounds = np.empty(buf.shape[0], np.int64)  # room for every run boundary of a caption
     most_pairs = n_words * (n_terms_total - n_words)  # new example candidates of one caption, at most
     for r in range(start, stop):
         if (out_size[0] >= out_rows.shape[0] or out_size[1] + n_terms_total > out_terms.shape[0]
                 or out_size[2] + most_pairs > ex_rows.shape[0]):
             return r
-        ntok, caption_hash = tokenize(data, offsets[r], offsets[r + 1], ascii_fold, fold_offset,
-                                      fold_length, fold_bytes, buf, slot_keys, slot_ids,
-                                      vocab_offsets, vocab_bytes, bloom, tok_ids)
+        s, e = offsets[r], offsets[r + 1]
+        n, high = spans(data, s, e, bounds) if e + 8 <= data.shape[0] else (0, _HIGH)
+        if high == 0:  # pure ASCII: the fast path alone
+            ntok, caption_hash = tokenize(data, bounds, n >> 1, tables, buf, padded_vocab, tok_ids,
+                                          False)
+        else:
+            ntok, caption_hash = tokenize_other(data, s, e, bounds, n >> 1, tables, buf,
+                                                padded_vocab, tok_ids)
         add_to_sketch(sketch, caption_hash)
         stamp = row_base + r
-        nterms = match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, first_offsets,
-                             first_forms, form_term_offsets, form_term_ids, form_seen, term_seen,
+        nterms = match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, starts,
+                             form_term_offsets, form_term_ids, form_seen, term_seen,
                              n_form, caption_terms)
         if nterms == 0 or count_terms(caption_terms, nterms, n_words, n_term, n_pair) == 0:
             continue
