@@ -2,8 +2,8 @@
 
 One pass over an Arrow string column's UTF-8 bytes. Each caption is first cut into runs of
 bytes that may belong to tokens (ASCII letters and digits, any byte >= 0x80), eight bytes at a
-time with word-wide bit tricks (SWAR) and no branch per byte. An ASCII run is a token, lower-cased
-and hashed straight from the column; a run with other bytes is decoded code point by code point
+time with word-wide bit tricks (SWAR, engine.captions.swar) and no branch per byte. An ASCII run
+is a token, lower-cased and hashed straight from the column; a run with other bytes is decoded code point by code point
 and case-folded through the tables of engine.captions.charclass. Each token's hash (8 bytes at a
 time, then mixed) passes a Bloom filter, and the survivors are looked up in an open-addressing
 table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed byte for byte,
@@ -24,10 +24,10 @@ engine.captions.matcher, which is the interface.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
+from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
-from numba.extending import intrinsic
+
+from engine.captions.swar import BIT6, HIGH, ONES, load_word, lower_word, spans
 
 HASH_SEED = np.uint64(0xCBF29CE484222325)
 WORD_PRIME = np.uint64(0x9E3779B97F4A7C15)
@@ -40,11 +40,6 @@ _HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
 BLOOM_WORDS = 1024  # 64-bit words: 65,536 bits
 _BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick the word
 _BLOOM_BIT = np.uint64(63)  # low 6 bits pick the bit
-_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_HIGH = np.uint64(0x8080808080808080)  # the top bit of each byte of a word
-_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_BIT6 = np.uint64(0x4040404040404040)  # set in letters, clear in digits
-_CASE = np.uint64(0x2020202020202020)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -71,7 +66,7 @@ def lookup(h, token, s, length, fold, vocab):
             if vocab_offsets[tid + 1] - start == length:
                 diff = _U0
                 for k in range(0, length, 8):
-                    keep = _ONES >> np.uint64(64 - 8 * min(8, length - k))
+                    keep = ONES >> np.uint64(64 - 8 * min(8, length - k))
                     word = lower_word(load_word(token, s + k), fold)
                     diff |= (word ^ load_word(vocab_bytes, start + k)) & keep
                 if diff == 0:
@@ -161,64 +156,6 @@ def tokenize_range(data, start, end, tables, buf, vocab, tok_ids, ntok, caption_
     return ntok, caption_hash
 
 
-@intrinsic
-def load_word(typingctx, data, p):
-    """Bytes ``data[p:p+8]`` as one little-endian uint64 (one unaligned load; no bounds check)."""
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        address = builder.gep(array.data, [args[1]])
-        return builder.load(builder.bitcast(address, ir.IntType(64).as_pointer()), align=1)
-    return types.uint64(data, p), codegen
-
-
-def _bytes_between(lo, hi):
-    """SWAR constants: adding each to a word of bytes below 0x80 sets a byte's top bit if the
-    byte is >= lo, resp. > hi; so the top bit of the XOR of both sums marks lo <= byte <= hi."""
-    return np.uint64((0x80 - lo) * 0x0101010101010101), np.uint64((0x7F - hi) * 0x0101010101010101)
-
-
-_DIGIT = _bytes_between(0x30, 0x39)
-_LETTER = _bytes_between(0x61, 0x7A)  # after OR-ing 0x20 into each byte
-
-
-@njit(cache=True, nogil=True, inline="always")
-def token_bytes(w):
-    """SWAR: the top bit of each byte of ``w`` set where the byte may be part of a token: an
-    ASCII letter or digit, or any byte >= 0x80."""
-    x = w & _LOW7
-    y = x | _CASE
-    return (((x + _DIGIT[0]) ^ (x + _DIGIT[1])) | ((y + _LETTER[0]) ^ (y + _LETTER[1])) | w) & _HIGH
-
-
-@njit(cache=True, nogil=True, inline="always")
-def spans(data, start, end, bounds):
-    """Runs of ``token_bytes`` in a caption, found eight bytes at a time without a branch per
-    byte: each run's start and end go to ``bounds``, alternating. A run is a token if it is
-    ASCII; otherwise it holds zero or more tokens. Returns (boundary count, top bits of all
-    bytes: 0 for ASCII). Reads up to 7 bytes past ``end``."""
-    n, prev, high = _U0, _U0, _U0
-    for p in range(start, end, 8):
-        w = load_word(data, p)
-        if end - p < 8:  # bytes past the caption are separators
-            w &= _ONES >> np.uint64(64 - 8 * (end - p))
-        high |= w
-        token = token_bytes(w)
-        flips = token ^ ((token << np.uint64(8)) | prev)  # byte k starts or ends a run
-        prev = token >> np.uint64(56)
-        for k in range(8):
-            bounds[n] = p + k  # kept only where a flip counts it
-            n += (flips >> np.uint64(8 * k + 7)) & _U1
-    bounds[n] = end  # a run reaching the end of a caption of 8k bytes
-    return np.int64(n + (prev >> np.uint64(7))), high & _HIGH
-
-
-@njit(cache=True, nogil=True, inline="always")
-def lower_word(w, fold):
-    """SWAR lower case of eight ASCII letters and digits with ``fold`` = _BIT6 (letters have
-    bit 6 set, digits not); ``w`` unchanged with ``fold`` = 0."""
-    return w | ((w & fold) >> _U1)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def span_hash(data, s, e):
     """(hash, top bits) of the run ``data[s:e]``: if the top bits are 0, the run is an ASCII
@@ -227,12 +164,12 @@ def span_hash(data, s, e):
     p = s
     while e - p > 8:
         w = load_word(data, p)
-        h = (h ^ lower_word(w, _BIT6)) * WORD_PRIME
+        h = (h ^ lower_word(w, BIT6)) * WORD_PRIME
         high |= w
         p += 8
-    w = load_word(data, p) & (_ONES >> np.uint64(64 - 8 * (e - p)))
-    h = (h ^ lower_word(w, _BIT6)) * WORD_PRIME
-    return mix64(h ^ np.uint64(e - s)), (high | w) & _HIGH
+    w = load_word(data, p) & (ONES >> np.uint64(64 - 8 * (e - p)))
+    h = (h ^ lower_word(w, BIT6)) * WORD_PRIME
+    return mix64(h ^ np.uint64(e - s)), (high | w) & HIGH
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -251,7 +188,7 @@ def tokenize(data, bounds, nspans, tables, buf, vocab, tok_ids, mixed):
             continue
         tok_ids[ntok] = -1
         if maybe_vocabulary(vocab[4], h):
-            tok_ids[ntok] = lookup(h, data, s, e - s, _BIT6, vocab)
+            tok_ids[ntok] = lookup(h, data, s, e - s, BIT6, vocab)
         caption_hash = (caption_hash ^ h) * WORD_PRIME
         ntok += 1
     return ntok, mix64(caption_hash ^ np.uint64(ntok))
@@ -409,7 +346,7 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
                 or out_size[2] + most_pairs > ex_rows.shape[0]):
             return r
         s, e = offsets[r], offsets[r + 1]
-        n, high = spans(data, s, e, bounds) if e + 8 <= data.shape[0] else (0, _HIGH)
+        n, high = spans(data, s, e, bounds) if e + 8 <= data.shape[0] else (0, HIGH)
         if high == 0:  # pure ASCII: the fast path alone
             ntok, caption_hash = tokenize(data, bounds, n >> 1, tables, buf, padded_vocab, tok_ids,
                                           False)
