@@ -3,8 +3,8 @@
 One pass over an Arrow string column's UTF-8 bytes. Each caption is first cut into runs of
 bytes that may belong to tokens (ASCII letters and digits, any byte >= 0x80), eight bytes at a
 time with word-wide bit tricks (SWAR, engine.captions.swar) and no branch per byte. An ASCII run
-is a token, lower-cased and hashed straight from the column; a run with other bytes is decoded code point by code point
-and case-folded through the tables of engine.captions.charclass. Each token's hash (8 bytes at a
+is a token, lower-cased and hashed straight from the column; a run with other bytes is decoded
+code point by code point and case-folded through the tables of engine.captions.charclass. Each token's hash (8 bytes at a
 time, then mixed) passes a Bloom filter, and the survivors are looked up in an open-addressing
 table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed byte for byte,
 so collisions cannot create matches). Surface forms of several tokens match consecutive tokens.
