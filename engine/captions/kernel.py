@@ -1,18 +1,18 @@
 """The compiled inner loop of the caption scan (numba): bytes of captions in, counts out.
 
-One pass over an Arrow string column's UTF-8 bytes. Each caption is first cut into runs of
-bytes that may belong to tokens (ASCII letters and digits, any byte >= 0x80), eight bytes at a
-time with word-wide bit tricks (SWAR, engine.captions.swar) and no branch per byte. An ASCII run
-is a token, lower-cased and hashed straight from the column; a run with other bytes is decoded
-code point by code point and case-folded through the tables of engine.captions.charclass. Each token's hash (8 bytes at a
-time, then mixed) passes a Bloom filter, and the survivors are looked up in an open-addressing
-table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed byte for byte,
-so collisions cannot create matches). Surface forms of several tokens match consecutive tokens.
-Each caption counts once per form and once per term; a caption with both a taxonomy word and a
-group term adds one to each (word, group) pair. Captions with a word are returned (row, caption
-hash, term ids), and the first few distinct captions of each pair (by caption hash, in row
-order) as example candidates (pair, row). A HyperLogLog sketch of the caption hashes estimates
-the number of distinct captions.
+One pass over an Arrow string column's UTF-8 bytes. Each caption is first cut into runs of bytes
+that may belong to tokens (ASCII letters and digits, any byte >= 0x80), eight bytes at a time with
+word-wide bit tricks (SWAR, engine.captions.swar) and no branch per byte. An ASCII run is a token,
+lower-cased and hashed straight from the column; a run with other bytes is decoded code point by
+code point and case-folded through the tables of engine.captions.charclass. Each token's hash
+(8 bytes at a time, then mixed) passes a Bloom filter, and the survivors are looked up in an
+open-addressing table of the vocabulary (the tokens of all surface forms; a hash hit is confirmed
+byte for byte, so collisions cannot create matches). Surface forms of several tokens match
+consecutive tokens. Each caption counts once per form and once per term; a caption with both a
+taxonomy word and a group term adds one to each (word, group) pair. Captions with a word are
+returned (row, caption hash, term ids), and the first few distinct captions of each pair (by
+caption hash, in row order) as example candidates (pair, row). A HyperLogLog sketch of the
+caption hashes estimates the number of distinct captions.
 
 The caption hash is the hash of the caption's token sequence: two captions are "the same" when
 they have the same tokens after case folding (punctuation and spacing aside).
