@@ -91,6 +91,46 @@ def test_counts_equal_the_oracle_on_random_captions(termset, seed, batches):
     assert [(m[0], m[2]) for m in matched] == with_word
 
 
+def noisy_captions(n: int, seed: int) -> list[str]:
+    """Vocabulary words in random case glued to letters and digits (tokens of 1-40 bytes: the
+    8-byte word paths and their edges), punctuation, control bytes, accents and other scripts."""
+    rng = np.random.default_rng(seed)
+    pieces = [" ", ",", "-", "'", "@", "[", "`", "{", "/", ":", "\x7f", "\x00", "é", "É", "ß", "\u0301",
+              "日本", "ΟΔΟΣ", "🙂"]
+    captions = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.integers(0, 12)):
+            kind = rng.random()
+            if kind < 0.5:
+                word = str(rng.choice(VOCABULARY))
+                parts.append("".join(c.upper() if rng.random() < 0.3 else c for c in word))
+            elif kind < 0.8:
+                parts.append("".join(rng.choice(list("abcxyzABCXYZ0123456789"), size=rng.integers(1, 41))))
+            else:
+                parts.append(str(rng.choice(pieces)))
+            parts.append(str(rng.choice(pieces[:10])) if rng.random() < 0.8 else "")
+        captions.append("".join(parts))
+    return captions
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_captions_in_every_column_layout_equal_the_oracle(termset, seed):
+    """string and large_string, sliced columns (offset > 0), and data buffers that end exactly at
+    the last caption (the kernel reads 8 bytes at a time and must not run past them)."""
+    captions = noisy_captions(400, seed)
+    expected = as_arrays(termset, oracle_counts(captions, termset))
+    for kind in (pa.string(), pa.large_string()):
+        for start in (0, 3):
+            column = pa.array(["pad"] * start + captions, kind).slice(start)
+            tight = pa.array(column.to_pylist(), kind)  # no spare bytes after the last caption
+            for layout in (column, tight):
+                matcher = Matcher(termset.compile())
+                matcher.scan(layout)
+                for name, array in expected.items():
+                    np.testing.assert_array_equal(getattr(matcher.counts, name), array, err_msg=name)
+
+
 def term_names(termset, caption) -> set[str]:
     counts, _ = scan(termset, [caption])
     names = set()
