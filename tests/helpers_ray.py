@@ -40,6 +40,8 @@ class LocalCluster:
         self.root = Path(tempfile.mkdtemp(prefix="vlray-"))  # short: Ray's sockets live here
         self.port = free_port()
         self.address = f"{NODE_IP}:{self.port}"
+        self.client_port = free_port()
+        self.client_address = f"ray://{NODE_IP}:{self.client_port}"  # Ray client mode
         self.nodes: list[subprocess.Popen] = []
         self.logs: list = []
         self.saved_auth_mode = os.environ.get(AUTH_MODE)
@@ -71,7 +73,7 @@ class LocalCluster:
         if head:
             command += ["--head", "--port", str(self.port), "--include-dashboard", "false",
                         "--dashboard-port", str(free_port()),
-                        "--ray-client-server-port", str(free_port())]
+                        "--ray-client-server-port", str(self.client_port)]
         else:
             command += ["--address", self.address]
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",

@@ -165,6 +165,24 @@ def test_a_caption_scan_on_ray_matches_the_local_scan(cluster, tmp_path):
     assert shards[0].equals(shards[1]) and shards[0]["status"].to_list() == ["done"] * 7
 
 
+def test_a_caption_scan_through_a_ray_client_address_matches_the_local_scan(cluster, tmp_path):
+    """``--ray-address ray://HOST:PORT``: the driver joins through Ray client mode."""
+    from engine.captions.scan import ScanConfig, run_scan
+
+    sources = write_caption_corpus(tmp_path / "captions", files=3)
+    manifests = {}
+    for name, executor in (("local", batch.ExecutorOptions()),
+                           ("client", batch.ExecutorOptions(engine="ray", ray_address=cluster.client_address))):
+        config = ScanConfig(sources=(str(sources),), db=str(tmp_path / f"{name}.duckdb"),
+                            out=str(tmp_path / name), workers=1, executor=executor, progress=False)
+        manifests[name] = run_scan(config)
+    ray_executor.disconnect()  # the next test joins the cluster directly
+    assert manifests["client"]["counts"] == manifests["local"]["counts"]
+    outputs_ = {name: {k: v for k, v in manifest["outputs"].items() if k != "shards.parquet"}
+                for name, manifest in manifests.items()}
+    assert outputs_["client"] == outputs_["local"]
+
+
 CAPTION_WORDS = ["nurse", "doctor", "criminal", "ceo", "teacher", "a", "the", "photo", "of", "with",
                  "black dress", "red", "woman", "women", "man", "men", "black woman", "asian man",
                  "old woman", "young man", "muslim", "christian", "african american", "girl", "boy"]
