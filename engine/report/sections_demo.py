@@ -28,8 +28,7 @@ def demo_section(run: Run) -> Section:
     parts = [_verdict(summary, run.manifest.get("alpha"))]
     for name, data in run.charts.items():
         uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
-        parts.append(f'<figure><figcaption>{charts.esc(name)}</figcaption>'
-                     f'<img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
+        parts.append(f'<figure><img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
     words = run.table("retrieval_checks")
     if words is not None:
         parts.append("<h3>Words: planted skew recovered, controls not significant</h3>"
