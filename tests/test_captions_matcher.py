@@ -7,7 +7,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from engine.captions.matcher import Counts, Matcher, distinct_estimate, token_hash
+from engine.captions.matcher import Counts, Matcher, distinct_estimate
 from engine.captions.terms import build_terms
 from helpers_captions import lexicon_csv, oracle_counts
 from taxonomy.lexicon import load_lexicon
@@ -160,7 +160,7 @@ def test_planted_captions(termset, caption, expected):
 
 def test_nulls_empty_and_invalid_utf8_bytes_do_not_break_the_scan(termset):
     column = pa.array([None, "", "nurse", None, "a black man"], pa.large_string())
-    counts, matched = Matcher(termset.compile()), None
+    counts = Matcher(termset.compile())
     found = counts.scan(column)
     assert counts.counts.n_captions == 5 and list(found.rows) == [2]
     # bytes that are not UTF-8 inside an Arrow buffer are separators, never a crash

@@ -13,7 +13,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
-import pytest
 from polars.testing import assert_frame_equal
 
 from conftest import shared_path
