@@ -114,12 +114,8 @@ def measure_recall(index, vectors: np.ndarray, k: int = RECALL_K) -> dict:
 
 
 def reconstruct_all(index) -> np.ndarray:
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.make_direct_map()
-    return index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False)
+    """Every vector of the index, in id order, in memory."""
+    return ReconstructedRows(index)[:]
 
 
 class ReconstructedRows:

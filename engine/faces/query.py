@@ -29,8 +29,10 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     fetch = min(total, k + max(TIE_MARGIN, k // 8))
     scores, ids = _top(index, faiss_index, queries, fetch)
     # A tie running through the last fetched rank may continue past it: fetch more for those rows.
+    # (Rows an approximate index could not fill are answered exactly below: fetching more from
+    # the same index would not fill them.)
     while fetch < total:
-        open_rows = np.flatnonzero((scores[:, k - 1] == scores[:, -1]) | (ids[:, k - 1] < 0))
+        open_rows = np.flatnonzero(scores[:, k - 1] == scores[:, -1])
         if open_rows.size == 0:
             break
         fetch = min(total, fetch * 2)
@@ -112,12 +114,22 @@ def _widen(array: np.ndarray, width: int, fill=np.nan) -> np.ndarray:
     return out
 
 
-def _exact(faiss_index, queries: np.ndarray, k: int):
-    import faiss
+EXACT_BLOCK = 16_384  # index rows scored at a time by the exact fallback
 
-    exact = faiss.IndexFlatIP(faiss_index.d)
-    exact.add(factories.reconstruct_all(faiss_index))
-    return search(exact, queries, k)
+
+def _exact(faiss_index, queries: np.ndarray, k: int):
+    """Exact top-k by (score desc, id asc), reading the index's vectors back a block at a time
+    (an on-disk index never has to fit in memory); for the few rows an approximate index missed."""
+    vectors = factories.ReconstructedRows(faiss_index)
+    scores = np.empty((len(queries), 0), np.float32)
+    ids = np.empty((len(queries), 0), np.int64)
+    for start in range(0, len(vectors), EXACT_BLOCK):
+        block = vectors[start:start + EXACT_BLOCK]
+        scores = np.hstack([scores, queries @ block.T])
+        ids = np.hstack([ids, np.broadcast_to(np.arange(start, start + len(block)), (len(queries), len(block)))])
+        best = np.lexsort((ids, -scores), axis=-1)[:, :k]  # a total order: keeping the best k is exact
+        scores, ids = np.take_along_axis(scores, best, 1), np.take_along_axis(ids, best, 1)
+    return scores, ids
 
 
 def _check_queries(queries, dim: int) -> np.ndarray:

@@ -128,20 +128,13 @@ class ItemStatistics:
 
     @classmethod
     def of(cls, vectors: np.ndarray) -> "ItemStatistics":
-        vectors = np.asarray(vectors, dtype=np.float32)
-        mean = vectors.mean(axis=0, dtype=np.float64)
-        centre = mean.astype(np.float32)
-        gram = np.zeros((vectors.shape[1],) * 2)
-        for start in range(0, len(vectors), cls.BLOCK):
-            block = vectors[start:start + cls.BLOCK] - centre
-            gram += block.T @ block
-        return cls(mean, gram, len(vectors))
+        return cls.of_blocks(lambda: [vectors])
 
     @classmethod
     def of_blocks(cls, blocks: Callable[[], Iterable[np.ndarray]]) -> "ItemStatistics":
-        """``of`` for vectors too many to hold at once: ``blocks()`` yields them in row order as
-        pieces (e.g. memory-mapped shards) and is called twice, for the mean, then for the Gram
-        matrix. Equal to ``of`` of the concatenated pieces up to float64 rounding."""
+        """The statistics of vectors too many to hold at once: ``blocks()`` yields them in row
+        order as pieces (e.g. memory-mapped shards) and is called twice, for the mean, then for
+        the Gram matrix."""
         total, count = None, 0
         for rows in cls._pieces(blocks()):
             summed = rows.sum(axis=0, dtype=np.float64)
