@@ -40,15 +40,22 @@ def sha256(path: str | os.PathLike) -> str:
     stat = path.stat()
     if stat.st_size < REMEMBER_FROM:
         return storage.sha256_file(path)
-    key, identity = str(path), [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-    record = _read()
-    remembered = record.get(key)
-    if remembered and remembered["identity"] == identity:
+    remembered = _read().get(str(path))
+    if remembered and remembered["identity"] == [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
         return remembered["sha256"]
     digest = storage.sha256_file(path)
-    record[key] = {"identity": identity, "sha256": digest}
-    _write(record)
+    remember(path, digest)
     return digest
+
+
+def remember(path: str | os.PathLike, digest: str) -> None:
+    """Record a digest just computed elsewhere (an index build hashes its files as it writes)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    if stat.st_size >= REMEMBER_FROM:
+        record = _read()
+        record[str(path)] = {"identity": [stat.st_size, stat.st_mtime_ns, stat.st_ino], "sha256": digest}
+        _write(record)
 
 
 def _read() -> dict:

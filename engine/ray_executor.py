@@ -193,7 +193,7 @@ class _Session:
     rounds; each round would otherwise start its workers, and load their models, again)."""
 
     def __init__(self):
-        self.key: str | None = None  # "local" or the address we joined; None: not joined by us
+        self.key: str | None = None  # "local:<workers>" or the address we joined; None: not by us
         self.idle: tuple[int, list] = (0, [])  # (GPUs per worker, idle actors)
         self.exit_hook = False
 
@@ -208,7 +208,7 @@ class _Session:
         return []
 
     def keep_idle(self, ray, gpus: int, actors: list) -> None:
-        for actor in self.take_idle(ray, -1):  # whatever was kept before is replaced
+        for actor in self.idle[1]:  # whatever was kept before is replaced
             ray.kill(actor)
         self.idle = (gpus, actors)
 
@@ -219,7 +219,7 @@ _SESSION = _Session()
 def _join(ray, address: str | None, workers: int) -> None:
     """Join ``address`` or start a cluster on this machine, and stay connected for later jobs;
     a connection the caller made is used as it is."""
-    key = address or "local"
+    key = address or f"local:{workers}"  # a local cluster of another size is started afresh
     if ray.is_initialized():
         if _SESSION.key in (None, key):
             return

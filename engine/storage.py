@@ -112,6 +112,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def xxh3_file(path: str | os.PathLike, window: int = 1 << 26) -> str:
+    """``xxh3_128:<hex>`` of the file's bytes, hashed through 64 MB memory-mapped windows (no
+    copies, bounded memory). Ten times quicker than sha256, which would cost a tenth of the scan;
+    it identifies changed and duplicate files (the caption scan), it does not authenticate them."""
+    import mmap
+
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        for offset in range(0, size, window):
+            with mmap.mmap(fh.fileno(), min(window, size - offset), access=mmap.ACCESS_READ,
+                           offset=offset) as view:
+                digest.update(view)
+    return f"xxh3_128:{digest.hexdigest()}"
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -91,6 +91,13 @@ def test_counts_equal_the_oracle_on_random_captions(termset, seed, batches):
     assert [(m[0], m[2]) for m in matched] == with_word
 
 
+def test_the_kernel_reads_the_bloom_filter_the_matcher_builds():
+    from engine.captions import kernel, matcher
+
+    assert int(kernel._BLOOM_SHIFT) == matcher.BLOOM_SHIFT
+    assert 1 << (64 - matcher.BLOOM_SHIFT) == matcher.BLOOM_WORDS
+
+
 def noisy_captions(n: int, seed: int) -> list[str]:
     """Vocabulary words in random case glued to letters and digits (tokens of 1-40 bytes: the
     8-byte word paths and their edges), punctuation, control bytes, accents and other scripts."""

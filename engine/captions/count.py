@@ -11,7 +11,6 @@ in the job directory, from which the driver ingests it into DuckDB (engine.capti
 from __future__ import annotations
 
 import logging
-import os
 import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from engine import storage
@@ -39,7 +37,7 @@ class ShardResult:
     counts: Counts
     matches: pa.Table  # MATCHES_SCHEMA: captions with at least one taxonomy word (see _matched)
     examples: pa.Table  # EXAMPLES_SCHEMA: the first distinct captions of each (word, group) pair
-    stats: dict  # rows_total, rows, excluded, skipped, caption_column, checksum
+    stats: dict  # rows_total, rows, excluded, skipped, caption_column, checksum, size, mtime_ns
 
 
 def count_source(source: Source, terms: CompiledTerms, threads: int = 1, examples: int = 0) -> ShardResult:
@@ -52,35 +50,17 @@ def count_source(source: Source, terms: CompiledTerms, threads: int = 1, example
     matchers = [Matcher(terms, examples) for _ in range(max(1, threads))]
     parts = [part for part in _scan_batches(read_batches(source, stats), matchers) if part is not None]
     matches = pa.concat_tables([m for m, _ in parts]) if parts else MATCHES_SCHEMA.empty_table()
+    # With threads each matcher chooses among its own batches: more candidates, still bounded;
+    # the reduce keeps the first distinct ones over every file (engine.captions.reduce.examples).
     candidates = pa.concat_tables([e for _, e in parts]) if parts else EXAMPLES_SCHEMA.empty_table()
-    if len(matchers) > 1:  # each matcher saw only some batches: choose again over the file
-        candidates = first_distinct(candidates, examples)
     counts = matchers[0].counts
     for matcher in matchers[1:]:
         counts = counts + matcher.counts
     return ShardResult(counts, matches, candidates, {
         "rows_total": stats.rows_total, "rows": stats.rows, "excluded": dict(stats.excluded),
         "skipped": dict(stats.skipped), "caption_column": stats.caption_column,
-        "checksum": file_checksum(source.path), "size": source.size,
+        "checksum": storage.xxh3_file(source.path), "size": source.size,
         "mtime_ns": source.mtime_ns})
-
-
-def file_checksum(path: str, window: int = 1 << 26) -> str:
-    """``xxh3_128:<hex>`` of the file's bytes, hashed through 64 MB memory-mapped windows (no
-    copies, bounded memory). Ten times quicker than sha256, which would cost a tenth of the scan;
-    it identifies changed and duplicate files, it does not authenticate them."""
-    import mmap
-
-    import xxhash
-
-    digest = xxhash.xxh3_128()
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        for offset in range(0, size, window):
-            with mmap.mmap(fh.fileno(), min(window, size - offset), access=mmap.ACCESS_READ,
-                           offset=offset) as view:
-                digest.update(view)
-    return f"xxh3_128:{digest.hexdigest()}"
 
 
 def _scan_batches(batches, matchers: list[Matcher]):
@@ -121,31 +101,23 @@ def _scan_batch(matcher: Matcher, batch: CaptionBatch) -> tuple[pa.Table, pa.Tab
 def _matched(batch: CaptionBatch, found) -> pa.Table:
     """Rows with a taxonomy word: keys (null when the row number is the key), hash, term ids."""
     index = pa.array(found.rows)
-    keys = batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
-    return pa.Table.from_arrays([batch.rows.take(index), keys, pa.array(found.caption_hash), found.term_lists()],
+    return pa.Table.from_arrays([batch.rows.take(index), _keys(batch, index), pa.array(found.caption_hash),
+                                 found.term_lists()],
                                 schema=MATCHES_SCHEMA)
+
+
+def _keys(batch: CaptionBatch, index: pa.Array) -> pa.Array:
+    """The keys of the rows at ``index``; nulls when the source has none (the row is the key)."""
+    return batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
 
 
 def _example_candidates(batch: CaptionBatch, found) -> pa.Table:
     """The example candidates the matcher picked in this batch, with their caption text."""
     index = pa.array(found.example_rows)
-    keys = batch.keys.take(index) if batch.keys is not None else pa.nulls(len(index), pa.string())
     hashes = found.caption_hash[np.searchsorted(found.rows, found.example_rows)]  # candidates are matched rows
     return pa.Table.from_arrays(
-        [pa.array(found.example_pairs[:, 0]), pa.array(found.example_pairs[:, 1]), batch.rows.take(index), keys,
+        [pa.array(found.example_pairs[:, 0]), pa.array(found.example_pairs[:, 1]), batch.rows.take(index), _keys(batch, index),
          batch.captions.take(index).cast(pa.large_string()), pa.array(hashes)], schema=EXAMPLES_SCHEMA)
-
-
-def first_distinct(candidates: pa.Table, examples: int) -> pa.Table:
-    """Of candidates in row order, the first ``examples`` distinct captions of each pair."""
-    frame = _first_distinct_frame(pl.from_arrow(candidates), examples)
-    return frame.to_arrow().cast(EXAMPLES_SCHEMA)
-
-
-def _first_distinct_frame(pairs: pl.DataFrame, examples: int) -> pl.DataFrame:
-    keys = ["word_term_id", "group_term_id"]
-    return (pairs.unique([*keys, "caption_hash"], keep="first", maintain_order=True)
-            .filter(pl.int_range(pl.len()).over(keys) < examples))
 
 
 # --- staging: the work function and its files --------------------------------------------------

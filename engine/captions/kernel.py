@@ -42,8 +42,9 @@ _U1 = np.uint64(1)
 _HLL_SHIFT = np.uint64(64 - HLL_BITS)
 _HLL_KEEP = np.uint64(HLL_BITS)
 _HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
-BLOOM_WORDS = 1024  # 64-bit words: 65,536 bits
-_BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick the word
+# The Bloom filter's layout, as engine.captions.matcher builds it (a test checks they agree; not
+# imported: numba's cache would not notice a change in another module).
+_BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick one of 1,024 words
 _BLOOM_BIT = np.uint64(63)  # low 6 bits pick the bit
 ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 HIGH = np.uint64(0x8080808080808080)  # the top bit of each byte of a word

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-BLOOM_WORDS = 1024  # as engine.captions.kernel.BLOOM_WORDS (not imported: that loads numba)
+BLOOM_WORDS = 1024  # 64-bit words (65,536 bits); engine.captions.kernel reads the same layout
+BLOOM_SHIFT = 54  # a token hash's top 10 bits pick the word, its low 6 bits the bit
 HASH_SEED = 0xCBF29CE484222325
 WORD_PRIME = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -83,7 +84,7 @@ def compile_terms(forms: list[tuple[str, ...]], form_terms: list[list[int]], n_w
         while slot_ids[slot] >= 0:
             slot = (slot + 1) & (size - 1)
         slot_keys[slot], slot_ids[slot] = h, tid
-        bloom[h >> 54] |= np.uint64(1 << (h & 63))
+        bloom[h >> BLOOM_SHIFT] |= np.uint64(1 << (h & 63))
     form_ids = [[vocab[t] for t in tokens] for tokens in forms]
     starts: list[list[int]] = [[] for _ in vocab]
     for f, ids in enumerate(form_ids):

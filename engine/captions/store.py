@@ -21,8 +21,9 @@ Tables (created on first use):
 - ``scan_config`` also records ``db_format``: a database written by an incompatible version is
   refused with a clear message.
 
-A round of shards is written in one transaction together with their statuses, so an interrupted
-scan leaves each shard either fully in or not at all (its staged result is then ingested again).
+A commit group of shards (about 64 MB of staged results) is written in one transaction together
+with their statuses, so an interrupted scan leaves each shard either fully in or not at all (its
+staged result is then ingested again).
 """
 
 from __future__ import annotations
@@ -113,13 +114,12 @@ def prepare(con, termset, config: dict[str, str]) -> None:
             "--lexicon and --exact-forms as before")
     if stored:
         return
-    con.execute("BEGIN")
-    for table, frame in (("terms", termset.terms), ("forms", termset.forms),
-                         ("form_terms", termset.form_terms),
-                         ("word_categories", termset.categories.unique(maintain_order=True))):
-        _insert_arrow(con, table, frame.to_arrow())
-    con.executemany("INSERT INTO scan_config VALUES (?, ?)", sorted(config.items()))
-    con.execute("COMMIT")
+    with transaction(con):
+        for table, frame in (("terms", termset.terms), ("forms", termset.forms),
+                             ("form_terms", termset.form_terms),
+                             ("word_categories", termset.categories.unique(maintain_order=True))):
+            _insert_arrow(con, table, frame.to_arrow())
+        con.executemany("INSERT INTO scan_config VALUES (?, ?)", sorted(config.items()))
 
 
 def register(con, sources: list[Source]) -> list[tuple[int, Source]]:
@@ -128,23 +128,22 @@ def register(con, sources: list[Source]) -> list[tuple[int, Source]]:
         "SELECT path, shard_id, size, mtime_ns, status FROM shards").fetchall()}
     next_id = con.execute("SELECT coalesce(max(shard_id), -1) + 1 FROM shards").fetchall()[0][0]
     todo = []
-    con.execute("BEGIN")
-    for source in sources:
-        shard_id, size, mtime_ns, status = known.get(source.path, (None, None, None, None))
-        unchanged = (size, mtime_ns) == (source.size, source.mtime_ns)
-        if shard_id is not None and unchanged and status in ("done", "duplicate"):
-            continue
-        if shard_id is None:
-            shard_id, next_id = next_id, next_id + 1
-            con.execute("INSERT INTO shards (shard_id, path, status) VALUES (?, ?, 'pending')",
-                        [shard_id, source.path])
-        elif not unchanged:
-            log.info("%s changed since it was scanned; scanning it again", source.path)
-            clear_shard(con, shard_id)
-        con.execute("UPDATE shards SET kind = ?, covers = ?, size = ?, mtime_ns = ?, status = 'pending' "
-                    "WHERE shard_id = ?", [source.kind, source.covers, source.size, source.mtime_ns, shard_id])
-        todo.append((shard_id, source))
-    con.execute("COMMIT")
+    with transaction(con):
+        for source in sources:
+            shard_id, size, mtime_ns, status = known.get(source.path, (None, None, None, None))
+            unchanged = (size, mtime_ns) == (source.size, source.mtime_ns)
+            if shard_id is not None and unchanged and status in ("done", "duplicate"):
+                continue
+            if shard_id is None:
+                shard_id, next_id = next_id, next_id + 1
+                con.execute("INSERT INTO shards (shard_id, path, status) VALUES (?, ?, 'pending')",
+                            [shard_id, source.path])
+            elif not unchanged:
+                log.info("%s changed since it was scanned; scanning it again", source.path)
+                clear_shard(con, shard_id)
+            con.execute("UPDATE shards SET kind = ?, covers = ?, size = ?, mtime_ns = ?, status = 'pending' "
+                        "WHERE shard_id = ?", [source.kind, source.covers, source.size, source.mtime_ns, shard_id])
+            todo.append((shard_id, source))
     return todo
 
 
@@ -155,7 +154,7 @@ def clear_shard(con, shard_id: int) -> None:
 
 @contextlib.contextmanager
 def transaction(con):
-    """One transaction (a round of shards: one commit, one disk sync); rolled back on error."""
+    """One transaction (one commit, one disk sync); rolled back on error."""
     con.execute("BEGIN")
     try:
         yield con
@@ -167,7 +166,8 @@ def transaction(con):
 
 @dataclass(frozen=True)
 class ShardOutput:
-    """One mapped shard, ready to ingest: its read statistics, counts and matched captions."""
+    """One mapped shard, ready to ingest: its read statistics, counts, matched captions and
+    example candidates."""
 
     shard_id: int
     stats: dict
@@ -272,10 +272,6 @@ def _insert_arrow(con, table: str, data: pa.Table) -> None:
         con.execute(f"INSERT INTO {table} SELECT * FROM _staged")
     finally:
         con.unregister("_staged")
-
-
-def done_shards(con) -> list[tuple]:
-    return con.execute("SELECT shard_id, path FROM shards WHERE status = 'done' ORDER BY path").fetchall()
 
 
 def merged_sketch(con) -> np.ndarray | None:

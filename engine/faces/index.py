@@ -106,7 +106,6 @@ def write_index(out_dir: str | Path, vectors: np.ndarray, faces: pl.DataFrame, *
     out_dir = Path(out_dir)
     faces = table.validate(faces, f"index {out_dir.name}")
     vectors = _check_vectors(vectors, faces.height)
-    failures = _check_failures(failures)
     built = factories.build(vectors, factory)
 
     def write_vectors(tmp: Path):
@@ -142,6 +141,8 @@ def write_directory(out_dir: Path, faces: pl.DataFrame, write_vectors, *, dim: i
             **(extra or {}),
         }
         storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
+    for name, digest in manifest["checksums"].items():  # the first open need not hash them again
+        checksum_cache.remember(out_dir / name, digest)
     log.info("wrote index %s: %d items, %d failures", out_dir, faces.height, failures.height)
     return manifest, statistics
 
