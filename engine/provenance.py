@@ -19,9 +19,11 @@ skew is the log-ratio ln(p~ / base); ``amplification`` = retrieval log-ratio - c
 Per word and attribute, the retrieval direction is the group with the largest retrieval log-ratio;
 the captions *support* it when the scanner's log-odds z-score (Monroe et al. 2008) for that word and
 group is >= ``z_threshold``, *contradict* it when <= -``z_threshold``, are *neutral* in between, and
-are *insufficient* below ``min_caption_mentions``. Rank correlations (Spearman, Kendall tau-b)
-between caption and retrieval log-ratios are given per category and overall, per group and pooled
-over groups, with percentile intervals from a seeded bootstrap over words.
+are *insufficient* below ``min_caption_mentions``; a word that is itself a group term (e.g.
+"grandmother") is marked *by_definition* and left out of the correlations. Rank correlations
+(Spearman, Kendall tau-b) between caption and retrieval log-ratios are given per category and
+overall, per group and pooled over groups, with percentile intervals from a seeded bootstrap over
+words. ``caption_variant`` picks the scan's counts without (default) or with ambiguous words.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import polars as pl
 from engine import storage
 from engine.errors import InputError
 from engine.provenance_evidence import WORD_KEYS, divergent_words, word_evidence
+from engine.captions.outputs import COOCCURRENCE_FILES
 from engine.rank_correlation import correlation_table
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,6 @@ log = logging.getLogger(__name__)
 SKEW_COLUMNS = ("word", "category", "attribute", "group", "count", "base_rate")
 COOC_COLUMNS = ("word", "axis", "group", "n_both", "n_group", "log_odds_z")
 MAPPING_COLUMNS = ("attribute", "group", "axis", "lexicon_group")
-COOCCURRENCE_FILES = {"unambiguous": "cooccurrence.parquet",  # ambiguous words only in context
-                      "with_ambiguous": "cooccurrence_with_ambiguous.parquet"}
 OUTPUT_TABLES = ("links", "words", "correlations", "divergent")
 POOLED = "(all groups)"
 OVERALL = "(all categories)"
@@ -300,9 +301,7 @@ def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | P
     audit_dir, scan_dir = Path(audit_dir), Path(scan_dir)
     skew = _read_table(audit_dir, "skew.parquet", "audit")
     cooc_file = COOCCURRENCE_FILES[config.caption_variant]
-    cooc = _read_table(scan_dir, cooc_file, "scan")
-    if "variant" in cooc.columns:
-        cooc = cooc.filter(pl.col("variant") == config.caption_variant)
+    cooc = _read_table(scan_dir, cooc_file, "scan")  # one file per variant
     mapping = load_group_mapping() if mapping is None else mapping
     result = provenance(skew, cooc, mapping, config)
     manifest = {

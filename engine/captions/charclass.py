@@ -55,8 +55,10 @@ def unicode_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ``fold_length[cp] == 0`` marks a separator; otherwise the case folding of ``cp`` is
     ``fold_bytes[fold_offset[cp]:fold_offset[cp] + fold_length[cp]]`` (UTF-8). Built from this
     Python's ``unicodedata`` (under a second), then cached beside the compiled kernel, per
-    Unicode version, so later processes (pool and Ray workers) load it in milliseconds."""
-    cache = Path(__file__).resolve().parent / "__pycache__" / f"charclass-{unicodedata.unidata_version}.npz"
+    Unicode version and version of these rules (this file's hash), so later processes (pool and
+    Ray workers) load it in milliseconds."""
+    rules = storage.sha256_file(__file__)[:16]
+    cache = Path(__file__).resolve().parent / "__pycache__" / f"charclass-{unicodedata.unidata_version}-{rules}.npz"
     with contextlib.suppress(Exception):  # absent, unreadable or stale: rebuild it
         with np.load(cache, allow_pickle=False) as stored:
             return tuple(stored[name] for name in TABLE_NAMES)

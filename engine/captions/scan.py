@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,14 @@ def staging_dir(db: str | Path) -> Path:
     """Where the map stages shard results before ingestion: beside the database file."""
     db = Path(db)
     return db.with_name(db.name + ".staging")
+
+
+def remove_database(db: str | Path) -> None:
+    """Delete a scan database with its write-ahead log and staging directory (a fresh start)."""
+    db = Path(db)
+    for path in (db, db.with_name(db.name + ".wal")):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(staging_dir(db), ignore_errors=True)
 
 
 def parallelism(config: ScanConfig, files: int) -> tuple[int, int]:

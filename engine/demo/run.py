@@ -11,7 +11,6 @@ measured -> write the HTML report. Everything lands in ``out_dir``::
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -116,12 +115,10 @@ def _audit(run: DemoRun) -> None:
 
 
 def _scan(run: DemoRun) -> None:
-    from engine.captions.scan import ScanConfig, run_scan, staging_dir
+    from engine.captions.scan import ScanConfig, remove_database, run_scan
 
     out, db = run.config.out_dir / "scan", run.config.out_dir / "captions.duckdb"
-    for stale in (db, db.with_name(db.name + ".wal")):  # a fresh database: the world may have changed
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(staging_dir(db), ignore_errors=True)
+    remove_database(db)  # a fresh database: the world may have changed
     run_scan(ScanConfig(sources=(str(run.world.captions_dir),), db=str(db), out=str(out),
                         taxonomy=str(run.world.taxonomy), lexicon=str(run.world.lexicon),
                         progress=run.config.progress))

@@ -6,6 +6,7 @@ elements, which browsers show as tooltips without any script.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Sequence
@@ -20,6 +21,14 @@ FONT = 12
 def esc(value) -> str:
     """Text from data, safe inside HTML and SVG text and attributes."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def svg_figure(name: str, data: bytes, caption: bool = True) -> str:
+    """A stage's own SVG file as an image: shown through <img>, an SVG cannot run script or load
+    anything (the page's CSP allows data: images only)."""
+    uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
+    label = f"<figcaption>{esc(name)}</figcaption>" if caption else ""
+    return f'<figure>{label}<img class="chart-file" alt="{esc(name)}" src="{uri}"></figure>'
 
 
 def group_colors(groups: Sequence[str]) -> dict[str, str]:

@@ -7,8 +7,6 @@ one row per planted and control word, and the caption pairs whose counts differ 
 
 from __future__ import annotations
 
-import base64
-
 import polars as pl
 
 from engine.report import charts, tables
@@ -27,8 +25,7 @@ def demo_section(run: Run) -> Section:
     summary = run.summary
     parts = [_verdict(summary, run.manifest.get("alpha"))]
     for name, data in run.charts.items():
-        uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
-        parts.append(f'<figure><img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
+        parts.append(charts.svg_figure(name, data, caption=False))
     words = run.table("retrieval_checks")
     if words is not None:
         parts.append("<h3>Words: planted skew recovered, controls not significant</h3>"

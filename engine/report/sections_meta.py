@@ -3,7 +3,6 @@ tests and the like), methodology and caveats, and the run manifests."""
 
 from __future__ import annotations
 
-import base64
 
 from engine.report import charts, tables
 from engine.report.load import ReportInputs, Run
@@ -74,9 +73,7 @@ def results_section(run: Run) -> Section:
         else:
             parts.append(f"<h3>{charts.esc(name)}</h3>{table}")
     for name, data in run.charts.items():
-        uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
-        parts.append(f'<figure><figcaption>{charts.esc(name)}</figcaption>'
-                     f'<img class="chart-file" alt="{charts.esc(name)}" src="{uri}"></figure>')
+        parts.append(charts.svg_figure(name, data))
     stage = run.manifest.get("stage")
     title = f"Results: {stage} ({run.label})" if isinstance(stage, str) else f"Results: {run.label}"
     return Section(f"results-{run.label}", title, "".join(parts))
@@ -109,7 +106,7 @@ simplifications.</li>
 374-word list, not the authors' original file; category membership follows that reconstruction.</li>
 <li><b>English-only lexicons.</b> Caption matching uses English terms; non-English captions (about
 4% of LAION-2B-en) and non-standard spellings are missed. Ambiguous words ("black", "white") are
-counted only in context.</li>
+counted only in context unless a run chose the counts with ambiguous words.</li>
 <li><b>Co-occurrence is not causation.</b> Captions the model was trained on are one source of its
 associations; image content, filtering and the model's objective are others. A supported skew is
 consistent with the captions, not proven to come from them.</li>
