@@ -124,10 +124,10 @@ def _intervals(plans: list[list[_Plan]], codes: np.ndarray, config: BootstrapCon
         count = min(chunk, config.resamples - start)
         weights = _stratified_weights(codes, count, rng)
         for k, per_prompt in enumerate(plans):
+            weights_a = np.take(weights, per_prompt[0].faces_a, axis=1)  # group a: the same faces for every prompt
             for p, plan in enumerate(per_prompt):
                 values[k, p, start:start + count] = weighted_auc(
-                    plan.below, plan.upto, np.take(weights, plan.faces_a, axis=1),
-                    np.take(weights, plan.faces_b_sorted, axis=1))
+                    plan.below, plan.upto, weights_a, np.take(weights, plan.faces_b_sorted, axis=1))
     tail = (1 - config.level) / 2
     return np.quantile(values, tail, axis=2), np.quantile(values, 1 - tail, axis=2)
 
@@ -149,9 +149,9 @@ def _plan(scores: np.ndarray, in_a: np.ndarray, in_b: np.ndarray) -> _Plan:
     if len(faces_a) == 0 or len(faces_b) == 0:
         raise InputError("both groups need at least one face to compare rankings")
     faces_b = faces_b[np.argsort(scores[faces_b], kind="stable")]
-    b_sorted = scores[faces_b]
-    return _Plan(faces_a, faces_b, np.searchsorted(b_sorted, scores[faces_a], "left"),
-                 np.searchsorted(b_sorted, scores[faces_a], "right"))
+    b_sorted, a_scores = scores[faces_b], scores[faces_a]
+    return _Plan(faces_a, faces_b, np.searchsorted(b_sorted, a_scores, "left"),
+                 np.searchsorted(b_sorted, a_scores, "right"))
 
 
 def _pooled(scores_a, scores_b):
