@@ -280,22 +280,6 @@ def tokenize_other(data, start, end, bounds, nspans, tables, buf, vocab, tok_ids
 
 
 @njit(cache=True, nogil=True, inline="always")
-def single_token_forms(first_offsets, first_forms, form_offsets):
-    """(offsets, forms) like (first_offsets, first_forms), keeping only one-token forms."""
-    offsets = np.zeros_like(first_offsets)
-    forms = np.empty_like(first_forms)
-    n = 0
-    for t in range(first_offsets.shape[0] - 1):
-        for k in range(first_offsets[t], first_offsets[t + 1]):
-            f = first_forms[k]
-            if form_offsets[f + 1] - form_offsets[f] == 1:
-                forms[n] = f
-                n += 1
-        offsets[t + 1] = n
-    return offsets, forms
-
-
-@njit(cache=True, nogil=True, inline="always")
 def match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, starts, form_term_offsets,
                 form_term_ids, form_seen, term_seen, n_form, caption_terms):
     """Mark the forms found among the tokens; collect the caption's distinct terms. Return count.
@@ -402,17 +386,11 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
     Stops early (returning that row) when the output arrays are full; the caller grows them and
     calls again. ``tables``, ``vocab``, ``forms``, ``counters``, ``scratch``, ``out`` are tuples
     of arrays (see engine.captions.matcher)."""
-    slot_keys, slot_ids, vocab_offsets, vocab_bytes, bloom = vocab
-    form_offsets, form_tokens, first_offsets, first_forms, form_term_offsets, form_term_ids, n_words = forms
+    form_offsets, form_tokens, starts, form_term_offsets, form_term_ids, n_words = forms
     n_form, n_term, n_pair, sketch, kept, kept_hash = counters
     buf, tok_ids, caption_terms, form_seen, term_seen = scratch
     out_rows, out_hash, out_term_offsets, out_terms, ex_pairs, ex_rows, out_size = out
     n_terms_total = n_term.shape[0]
-    starts = (first_offsets, first_forms) + single_token_forms(first_offsets, first_forms,
-                                                               form_offsets)
-    padded = np.zeros(vocab_bytes.shape[0] + 8, np.uint8)  # room for 8-byte loads
-    padded[:vocab_bytes.shape[0]] = vocab_bytes
-    padded_vocab = (slot_keys, slot_ids, vocab_offsets, padded, bloom)
     bounds = np.empty(buf.shape[0], np.int64)  # room for every run boundary of a caption
     most_pairs = n_words * (n_terms_total - n_words)  # new example candidates of one caption, at most
     for r in range(start, stop):
@@ -422,11 +400,11 @@ def scan_rows(data, offsets, start, stop, row_base, tables, vocab, forms, counte
         s, e = offsets[r], offsets[r + 1]
         n, high = spans(data, s, e, bounds) if e + 8 <= data.shape[0] else (0, HIGH)
         if high == 0:  # pure ASCII: the fast path alone
-            ntok, caption_hash = tokenize(data, bounds, n >> 1, tables, buf, padded_vocab, tok_ids,
+            ntok, caption_hash = tokenize(data, bounds, n >> 1, tables, buf, vocab, tok_ids,
                                           False)
         else:
             ntok, caption_hash = tokenize_other(data, s, e, bounds, n >> 1, tables, buf,
-                                                padded_vocab, tok_ids)
+                                                vocab, tok_ids)
         add_to_sketch(sketch, caption_hash)
         stamp = row_base + r
         nterms = match_forms(tok_ids, ntok, stamp, form_offsets, form_tokens, starts,

@@ -49,11 +49,15 @@ class CompiledTerms:
     bloom: np.ndarray  # uint64 bits of the vocabulary's token hashes (engine.captions.kernel)
     slot_ids: np.ndarray  # int32 vocabulary id per slot, -1 empty
     vocab_offsets: np.ndarray  # int64, len(vocab) + 1, into vocab_bytes
-    vocab_bytes: np.ndarray  # uint8, folded UTF-8 of every vocabulary token
+    vocab_bytes: np.ndarray  # uint8, folded UTF-8 of every vocabulary token, then 8 zero bytes
+    # (the kernel compares tokens eight bytes at a time)
     form_offsets: np.ndarray  # int32, n_forms + 1, into form_tokens
     form_tokens: np.ndarray  # int32 vocabulary ids
     first_offsets: np.ndarray  # int32, len(vocab) + 1: forms starting with each token
     first_forms: np.ndarray  # int32 form ids
+    single_offsets: np.ndarray  # int32, len(vocab) + 1: the one-token forms of each token
+    single_forms: np.ndarray  # int32 form ids (the only candidates when the next token is not
+    # in the vocabulary)
     form_term_offsets: np.ndarray  # int32, n_forms + 1, into form_term_ids
     form_term_ids: np.ndarray  # int32 term ids
 
@@ -87,16 +91,21 @@ def compile_terms(forms: list[tuple[str, ...]], form_terms: list[list[int]], n_w
         bloom[h >> BLOOM_SHIFT] |= np.uint64(1 << (h & 63))
     form_ids = [[vocab[t] for t in tokens] for tokens in forms]
     starts: list[list[int]] = [[] for _ in vocab]
+    singles: list[list[int]] = [[] for _ in vocab]
     for f, ids in enumerate(form_ids):
         starts[ids[0]].append(f)
+        if len(ids) == 1:
+            singles[ids[0]].append(f)
     return CompiledTerms(
         n_words=n_words, n_groups=n_groups, slot_keys=slot_keys, bloom=bloom, slot_ids=slot_ids,
         vocab_offsets=_offsets(len(d) for d in encoded),
-        vocab_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+        vocab_bytes=np.frombuffer(b"".join(encoded) + bytes(8), dtype=np.uint8).copy(),
         form_offsets=_offsets(map(len, form_ids), np.int32),
         form_tokens=np.array([i for ids in form_ids for i in ids], dtype=np.int32),
         first_offsets=_offsets(map(len, starts), np.int32),
         first_forms=np.array([f for group in starts for f in group], dtype=np.int32),
+        single_offsets=_offsets(map(len, singles), np.int32),
+        single_forms=np.array([f for group in singles for f in group], dtype=np.int32),
         form_term_offsets=_offsets(map(len, form_terms), np.int32),
         form_term_ids=np.array([t for terms in form_terms for t in terms], dtype=np.int32))
 
@@ -172,7 +181,7 @@ class Matcher:
                    np.empty(longest + 2, np.int32), np.empty(self.terms.n_terms, np.int32)) + self._seen
         t, c = self.terms, self.counts
         vocab = (t.slot_keys, t.slot_ids, t.vocab_offsets, t.vocab_bytes, t.bloom)
-        forms = (t.form_offsets, t.form_tokens, t.first_offsets, t.first_forms,
+        forms = (t.form_offsets, t.form_tokens, (t.first_offsets, t.first_forms, t.single_offsets, t.single_forms),
                  t.form_term_offsets, t.form_term_ids, t.n_words)
         counters = (c.n_form, c.n_term, c.n_pair, c.sketch) + self._kept
         capacity = max(1024, n // 8)
