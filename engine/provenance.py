@@ -276,24 +276,6 @@ def _read_table(directory: Path, name: str, producer: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    """The output directory is replaced whole: refuse one that holds anything but our outputs."""
-    if not out_dir.exists():
-        return
-    manifest = out_dir / storage.MANIFEST_NAME
-    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (
-            manifest.exists() and _manifest_stage(manifest) == "provenance")):
-        raise InputError(f"--out {out_dir} exists and is not an earlier provenance output; "
-                         "choose a new or empty directory")
-
-
-def _manifest_stage(path: Path) -> str | None:
-    try:
-        return storage.read_json(path).get("stage")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | Path,
                    config: ProvenanceConfig = ProvenanceConfig(),
                    mapping: pl.DataFrame | None = None) -> ProvenanceResult:
@@ -310,7 +292,7 @@ def run_provenance(audit_dir: str | Path, scan_dir: str | Path, out_dir: str | P
                    "scan": _input_record(scan_dir, cooc_file)},
         "mapping": mapping.to_dicts(), "tables": [f"{name}.parquet" for name in OUTPUT_TABLES],
     }
-    _check_replaceable(Path(out_dir))
+    storage.check_replaceable(out_dir, "provenance")
     with storage.atomic_dir(out_dir) as tmp:
         for name in OUTPUT_TABLES:
             storage.write_parquet(tmp / f"{name}.parquet", getattr(result, name))

@@ -154,6 +154,28 @@ def manifest_header(stage: str) -> dict[str, Any]:
     return {"stage": stage, "vlaudit": __version__, "created": utc_now(), "packages": package_versions()}
 
 
+def manifest_stage(directory: str | os.PathLike) -> str | None:
+    """The ``stage`` a directory's manifest names; None when it has no readable manifest."""
+    try:
+        stage = read_json(Path(directory) / MANIFEST_NAME).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def check_replaceable(out_dir: str | os.PathLike, stage: str) -> None:
+    """An output directory is replaced whole: refuse one that holds anything but an earlier
+    output of ``stage`` (a new or empty directory is fine)."""
+    from engine.errors import InputError
+
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and manifest_stage(out_dir) != stage):
+        raise InputError(f"--out {out_dir} exists and is not an earlier {stage} output; "
+                         "choose a new or empty directory")
+
+
 def _json_default(obj: Any):
     if isinstance(obj, Path):
         return str(obj)

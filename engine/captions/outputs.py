@@ -23,7 +23,6 @@ from engine.captions import reduce
 from engine.captions.cooccurrence import cooccurrence_table
 from engine.captions.matcher import distinct_estimate
 from engine.captions.store import merged_sketch
-from engine.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,9 @@ COOCCURRENCE_FILES = {"unambiguous": "cooccurrence.parquet",
 
 def write_outputs(con, termset, out_dir: str | Path, described: dict, *, examples_per_pair: int,
                   prior_scale: float) -> dict:
-    """Reduce the database into ``out_dir``; return the manifest."""
+    """Reduce the database into ``out_dir`` (run_scan checked it may be replaced); return the
+    manifest."""
     out_dir = Path(out_dir)
-    check_replaceable(out_dir)
     counts = reduce.totals(con)
     n_words = termset.n_words
     table = cooccurrence_table(termset.terms, termset.categories, reduce.term_counts(con),
@@ -55,17 +54,6 @@ def write_outputs(con, termset, out_dir: str | Path, described: dict, *, example
         storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
     log.info("scan outputs written to %s", out_dir)
     return manifest
-
-
-def check_replaceable(out_dir: Path) -> None:
-    """``out`` is replaced whole: refuse a directory that holds anything but an earlier scan output."""
-    if not out_dir.exists():
-        return
-    manifest = out_dir / storage.MANIFEST_NAME
-    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (
-            manifest.exists() and storage.read_json(manifest).get("stage") == STAGE)):
-        raise InputError(f"--out {out_dir} exists and is not an earlier scan output; "
-                         "choose a new or empty directory")
 
 
 def shared_forms(termset) -> pl.DataFrame:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import batch
+from engine import batch, storage
 from engine.captions import count, store
 from engine.captions.cooccurrence import DEFAULT_PRIOR_SCALE
 from engine.captions.shards import discover
@@ -86,9 +86,9 @@ def load_terms(taxonomy_spec: str, lexicon_spec: str, exact_forms: bool):
 
 def run_scan(config: ScanConfig) -> dict:
     """Scan, ingest and reduce; return the manifest (also written to ``config.out``)."""
-    from engine.captions.outputs import check_replaceable, write_outputs
+    from engine.captions.outputs import STAGE, write_outputs
 
-    check_replaceable(Path(config.out))
+    storage.check_replaceable(config.out, STAGE)
     termset, described = load_terms(config.taxonomy, config.lexicon, config.exact_forms)
     sources, ignored = discover(list(config.sources))
     if ignored:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from engine import storage
 from engine.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _read_parquet(path: Path, limit: int | None = None) -> pl.DataFrame:
 
 
 def detect_kind(directory: Path) -> str | None:
-    stage = _manifest_stage(directory)
+    stage = storage.manifest_stage(directory)
     if stage in KINDS:
         return stage
     for kind, (markers, _tables) in KINDS.items():
@@ -91,16 +92,6 @@ def detect_kind(directory: Path) -> str | None:
     if (directory / "manifest.json").exists() and any(directory.glob("*.parquet")):
         return "results"
     return None
-
-
-def _manifest_stage(directory: Path) -> str | None:
-    """The stage a readable manifest names (an unreadable one is reported when the run is loaded)."""
-    try:
-        manifest = _read_json(directory / "manifest.json")
-    except InputError:
-        return None
-    stage = manifest.get("stage") if isinstance(manifest, dict) else None
-    return stage if isinstance(stage, str) else None
 
 
 def load_run(directory: Path, kind: str) -> Run:
