@@ -24,6 +24,7 @@ AUTO = "auto"
 AUTO_EXACT_LIMIT = 1_000_000  # up to this many vectors "auto" stays exact
 AUTO_APPROXIMATE = "HNSW32,Flat"
 RECALL_K, RECALL_QUERIES, RECALL_SEED = 10, 1000, 0
+RECALL_BLOCK = 16_384  # indexed rows scored at a time for the exact answers
 DEFAULT_SEARCH_PARAMS = {"IVF": "nprobe={nprobe}", "HNSW": "efSearch=128"}
 GPU_MAX_K = 2048  # faiss GPU k-selection limit
 
@@ -99,17 +100,27 @@ def apply_search_params(index, params: str) -> None:
 
 def measure_recall(index, vectors: np.ndarray, k: int = RECALL_K) -> dict:
     """recall@k of ``index`` against exact inner-product search, queries sampled from the data."""
-    import faiss
-
-    k = min(k, len(vectors))
     rng = np.random.default_rng(RECALL_SEED)
     sample = rng.choice(len(vectors), size=min(RECALL_QUERIES, len(vectors)), replace=False)
-    queries = vectors[np.sort(sample)]
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth = exact.search(queries, k)
+    blocks = ((vectors[start:start + RECALL_BLOCK], start) for start in range(0, len(vectors), RECALL_BLOCK))
+    return recall_at_k(index, vectors[np.sort(sample)], blocks, min(k, len(vectors)))
+
+
+def recall_at_k(index, queries: np.ndarray, blocks, k: int) -> dict:
+    """recall@k of ``index`` for ``queries``; the exact answers come from one pass over
+    ``blocks``: (float32 rows, id of the first) in row order, so the vectors need not fit in
+    memory together."""
+    import faiss
+
+    exact = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for rows, offset in blocks:
+        scores = queries @ rows.T
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        exact.add_result(np.take_along_axis(scores, best, 1), best + offset)
+    exact.finalize()
     _, found = index.search(queries, k)
-    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist(), strict=True))
+    hits = sum(len(set(t) & set(f)) for t, f in zip(exact.I.tolist(), found.tolist(), strict=True))
     return {"k": k, "queries": len(queries), "recall": hits / (k * len(queries))}
 
 

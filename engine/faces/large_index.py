@@ -32,6 +32,7 @@ import numpy as np
 
 from engine import batch, storage
 from engine.errors import InputError
+from engine.faces import factories
 from engine.faces.factories import RECALL_K, RECALL_QUERIES, RECALL_SEED
 
 log = logging.getLogger(__name__)
@@ -121,23 +122,11 @@ def build_on_disk(shard_files: Sequence[str | Path], out_dir: str | Path, work_d
 def measure_recall(index, shard_files: Sequence[Path], counts: Sequence[int],
                    queries: int = RECALL_QUERIES, k: int = RECALL_K) -> dict:
     """recall@k of ``index`` against exact inner-product search, as factories.measure_recall
-    measures it (the same seeded sample of indexed rows as queries), with the exact answers found
-    in one pass over the memory-mapped shards instead of an in-memory copy of every vector."""
-    import faiss
-
+    measures it (the same seeded sample of indexed rows as queries), the exact answers read from
+    the memory-mapped shards."""
     total = int(sum(counts))
-    k = min(k, total)
     sample = training_sample(shard_files, counts, queries, RECALL_SEED)
-    exact = faiss.ResultHeap(len(sample), k, keep_max=True)
-    for rows, offset in shard_blocks(shard_files):
-        scores = sample @ rows.T
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else \
-            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        exact.add_result(np.take_along_axis(scores, best, 1), best + offset)
-    exact.finalize()
-    _, found = index.search(sample, k)
-    hits = sum(len(set(t) & set(f)) for t, f in zip(exact.I.tolist(), found.tolist(), strict=True))
-    return {"k": k, "queries": len(sample), "recall": hits / (k * len(sample))}
+    return factories.recall_at_k(index, sample, shard_blocks(shard_files), min(k, total))
 
 
 def shard_blocks(shard_files: Sequence[Path], rows: int = 16_384):
