@@ -129,12 +129,11 @@ def _embed_and_write(config: BuildConfig, loaded, faces: pl.DataFrame) -> dict:
     described = {"model": encoder.describe(), "dataset": _dataset(config, loaded), "failures": failures,
                  "preprocessing": encoder.preprocessing(),
                  "extra": {"build": {**_build_record(config, len(tasks)), "devices": devices}}}
-    shard_files = [work_dir / f"{task.shard_id}.npy" for task in tasks]
     if config.on_disk:
-        written = write_on_disk(config, shard_files, kept, work_dir, **described)
+        written = write_on_disk(config, vector_files(work_dir, tasks), kept, work_dir, **described)
     else:
         _warn_if_large(kept.height, encoder.dim)
-        vectors = np.concatenate([np.load(file) for file in shard_files])
+        vectors = np.concatenate([np.load(file) for file in vector_files(work_dir, tasks)])
         written = face_index.write_index(config.out_dir, vectors, kept, factory=config.factory, **described)
     shutil.rmtree(config.partial_root, ignore_errors=True)
     return _result(written, shards=len(tasks), resumed=len(report.skipped))
@@ -227,7 +226,12 @@ class EmbedShard:
 def gather_shards(work_dir: Path, tasks, done: dict) -> tuple[np.ndarray, dict[int, str]]:
     """Concatenate the shards' vectors in order; item_id -> reason for unreadable items."""
     failed = shard_failures(work_dir, tasks, done)
-    return np.concatenate([np.load(work_dir / f"{task.shard_id}.npy") for task in tasks]), failed
+    return np.concatenate([np.load(file) for file in vector_files(work_dir, tasks)]), failed
+
+
+def vector_files(work_dir: Path, tasks) -> list[Path]:
+    """The embedded shards' .npy files, in item order."""
+    return [work_dir / f"{task.shard_id}.npy" for task in tasks]
 
 
 def shard_failures(work_dir: Path, tasks, done: dict) -> dict[int, str]:
