@@ -12,8 +12,10 @@ DEFAULT_OUT_ROOT = Path("vlaudit-out")
 
 def add_index_options(parser: argparse.ArgumentParser) -> None:
     """The index a command reads its faces and model from (classify, rankfair)."""
-    parser.add_argument("name", help="index name (or path of an index directory)")
-    parser.add_argument("--indexes-dir", type=Path, default=Path("indexes"), help="where indexes live")
+    from engine.commands.index import add_indexes_dir
+
+    parser.add_argument("name", help="index name (or a path to an index directory)")
+    add_indexes_dir(parser)
 
 
 def add_device_option(parser) -> None:
