@@ -179,7 +179,7 @@ _POOL: dict[int, ProcessPoolExecutor] = {}  # one pool per process, reused by la
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     """The process pool of ``workers`` processes, kept for later jobs (a job run in rounds, a
-    model loaded by process_cached) and shut down at exit."""
+    model loaded by process_cached); concurrent.futures shuts it down when the interpreter exits."""
     if workers not in _POOL:
         _drop_pool()
         # spawn, not fork: forking a process that already runs torch threads can hang the child

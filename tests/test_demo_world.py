@@ -156,7 +156,7 @@ def test_a_short_training_run_lowers_the_loss_and_repeats_exactly(world, tmp_pat
     from engine.faces.models import ModelSpec, load_model
 
     _, preprocess = demo_model.create_model()
-    images, tokens = load_corpus(world.captions_dir, preprocess, demo_model.tokenizer())
+    images, tokens = load_corpus(world.shard_paths(), preprocess, demo_model.tokenizer())
     config = TrainConfig(epochs=3, batch_size=64, warmup_steps=5)
     first = train(images, tokens, config, progress=False)
     assert first.losses[-1] < first.initial_loss

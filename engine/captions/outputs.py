@@ -125,7 +125,7 @@ def _manifest(con, termset, described: dict, counts: dict, tables: dict, prior_s
             "duplicate_share_estimate": round(1 - min(unique, n) / n, 4) if n else None,
             "method": "HyperLogLog (16,384 registers, ~0.8% error) over hashes of each caption's "
                       "case-folded token sequence",
-            "captions_with_word": word_captions, "captions_with_word_unique": word_unique,
+            "captions_with_word": word_captions, "captions_with_word_unique_estimate": word_unique,
             "duplicate_files": shards.filter(pl.col("status") == "duplicate").select(
                 "path", "duplicate_of").to_dicts()},
         "failed": shards.filter(pl.col("status") == "failed").select("path", "error").to_dicts(),

@@ -195,8 +195,8 @@ def _commit_groups(staging: Path, round_: list) -> list[list]:
     each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
     groups, size = [[]], 0
     for shard_id, source in round_:
-        staged = count.staged_paths(staging, _task_id(shard_id))["matches"]
-        size += staged.stat().st_size if staged.exists() else 0
+        staged = count.staged_paths(staging, _task_id(shard_id))
+        size += sum(staged[name].stat().st_size for name in ("matches", "examples") if staged[name].exists())
         groups[-1].append((shard_id, source))
         if size >= COMMIT_BYTES:
             groups, size = groups + [[]], 0

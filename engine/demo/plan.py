@@ -16,6 +16,7 @@ import math
 import numpy as np
 import polars as pl
 
+from engine.demo.shards import OOM_SHARD_COUNT
 from engine.demo.spec import (AXES, FACE_BASE_RATES, LEXICON, WORDS, Word, WorldConfig, article,
                               subject)
 
@@ -144,7 +145,7 @@ def _caption(word: Word | None, tint: str, shape: str, mention_tint: bool, menti
     return text
 
 
-def _img2dataset_key(shard_id: int, row_in_shard: int, config: WorldConfig, oom_shard_count: int = 5) -> str:
-    """img2dataset's key: shard_id * 10^digits + row, zero-padded to digits + oom_shard_count."""
+def _img2dataset_key(shard_id: int, row_in_shard: int, config: WorldConfig) -> str:
+    """img2dataset's key: shard_id * 10^digits + row, zero-padded to digits + OOM_SHARD_COUNT."""
     digits = math.ceil(math.log10(config.shard_size)) if config.shard_size > 1 else 0
-    return f"{shard_id * 10 ** digits + row_in_shard:0{digits + oom_shard_count}d}"
+    return f"{shard_id * 10 ** digits + row_in_shard:0{digits + OOM_SHARD_COUNT}d}"

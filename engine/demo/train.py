@@ -58,13 +58,14 @@ class TrainResult:
     pairs: int
 
 
-def load_corpus(captions_dir: str | Path, preprocess, tokenize):
-    """(images (n, 3, H, W), tokens (n, L)) of every sample in the img2dataset tars, in key order."""
+def load_corpus(shard_paths, preprocess, tokenize):
+    """(images (n, 3, H, W), tokens (n, L)) of every sample in the img2dataset tars (given in
+    order, e.g. World.shard_paths()), in key order."""
     import torch
     from PIL import Image
 
-    images, texts = [], []
-    for tar_path in sorted(Path(captions_dir).glob("[0-9]*.tar")):
+    shard_paths, images, texts = list(shard_paths), [], []
+    for tar_path in shard_paths:
         members: dict[str, dict[str, bytes]] = {}
         with tarfile.open(tar_path) as tar:
             for info in tar:
@@ -75,7 +76,7 @@ def load_corpus(captions_dir: str | Path, preprocess, tokenize):
             images.append(preprocess(Image.open(io.BytesIO(sample["jpg"])).convert("RGB")))
             texts.append(sample["txt"].decode("utf-8"))
     if not images:
-        raise InputError(f"no samples found in {captions_dir}")
+        raise InputError(f"no samples found in the shards {[str(p) for p in shard_paths]}")
     return torch.stack(images), tokenize(texts)
 
 
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vlaudit-demo-world-") as scratch:
         world = generate_world(args.world_dir or Path(scratch) / "world", world_config)
         _, preprocess = demo_model.create_model()
-        images, tokens = load_corpus(world.captions_dir, preprocess, demo_model.tokenizer())
+        images, tokens = load_corpus(world.shard_paths(), preprocess, demo_model.tokenizer())
     result = train(images, tokens, config)
     checkpoint = save_checkpoint(result.model, tokens, args.out)
     card = training_card(result, world_config, config, checkpoint)
