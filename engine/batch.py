@@ -36,6 +36,7 @@ from engine.errors import InputError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 WorkFn = Callable[["ShardTask", Path], dict]
+OnResult = Callable[[str, "dict | None", "str | None"], None]  # (shard_id, stats, error)
 T = TypeVar("T")
 ENGINES = ("local", "ray")
 WORKER_DEATH_RETRIES = 3  # times unfinished shards are run again after a worker process died
@@ -81,9 +82,13 @@ def is_done(out_dir: Path, shard_id: str) -> bool:
 
 def run_shards(tasks: Sequence[ShardTask], work: WorkFn, out_dir: str | Path, *,
                executor: str | ExecutorOptions = "local", workers: int = 1, retries: int = 1,
-               gpu: bool = False, desc: str = "shards", progress: bool = True) -> JobReport:
+               gpu: bool = False, desc: str = "shards", progress: bool = True,
+               on_result: OnResult | None = None) -> JobReport:
     """Run every unfinished task; return what was done, skipped and failed.
 
+    ``on_result(shard_id, stats, error)`` is called (in this thread) for each shard as soon as
+    its outcome is recorded, skipped ones first: a caller can consume results while later
+    shards still run.
     ``workers`` sizes the local process pool (and a Ray cluster started on this machine; a
     running cluster's size is its own). ``gpu=True`` says the work can use a GPU: Ray then gives
     each worker one when the cluster has GPUs."""
@@ -101,10 +106,14 @@ def run_shards(tasks: Sequence[ShardTask], work: WorkFn, out_dir: str | Path, *,
             todo.append(task)
     if report.skipped:
         log.info("%d of %d %s already done; resuming", len(report.skipped), len(tasks), desc)
+    on_result = on_result or (lambda *_: None)
+    for shard_id in report.skipped:
+        on_result(shard_id, report.done[shard_id], None)
     results = EXECUTORS[options.engine](todo, work, out_dir, workers=workers, retries=retries,
                                         options=options, gpu=gpu)
     for shard_id, stats, error in _with_progress(results, len(todo), desc, progress):
         _record(report, out_dir, shard_id, stats, error, desc)
+        on_result(shard_id, stats, error)
     _remove_stale_temporaries(out_dir)
     return report
 

@@ -68,6 +68,23 @@ def test_a_failing_shard_is_recorded_and_the_others_go_on(tmp_path):
     assert not (out / "shard-001_error.json").exists()
 
 
+def test_each_outcome_is_reported_as_soon_as_it_is_recorded(tmp_path):
+    """on_result sees skipped shards first, then each shard once its outcome is on disk."""
+    markers, out = tmp_path / "markers", tmp_path / "out"
+    run(make_tasks(1, markers), out)
+    seen = []
+
+    def on_result(shard_id, stats, error):
+        seen.append((shard_id, stats is not None, error is not None,
+                     batch.is_done(out, shard_id) or (out / f"{shard_id}_error.json").exists()))
+
+    report = batch.run_shards(make_tasks(3, markers, fail={2: True}), compute_shard, out, retries=0,
+                              progress=False, on_result=on_result)
+    assert seen[0] == ("shard-000", True, False, True)
+    assert sorted(seen[1:]) == [("shard-001", True, False, True), ("shard-002", False, True, True)]
+    assert report.skipped == ["shard-000"] and sorted(report.done) == ["shard-000", "shard-001"]
+
+
 def test_a_job_killed_mid_write_resumes_to_the_same_result(tmp_path):
     clean = tmp_path / "clean"
     run(make_tasks(5, tmp_path / "clean-markers"), clean)

@@ -136,6 +136,37 @@ def test_examples_are_distinct_captions_even_behind_many_duplicates(tmp_path):
     assert examples["row"].to_list() == [0, 31, 32]  # "a NURSE and a woman" has the same tokens
 
 
+def test_examples_are_the_first_distinct_captions_over_all_files(tmp_path):
+    """Each file offers only its first N distinct captions of a pair, and the database keeps only
+    those that can still be chosen; that is exact: the examples equal a brute-force pick over the
+    whole corpus in (path, row) order, with captions repeated within and across files, and
+    after a rescan adds files that sort before those already scanned."""
+    import re
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    pool = [" ".join(rng.choice(["nurse", "Doctor", "woman", "MAN", "the", "and", "is"], size=rng.integers(2, 6)))
+            + rng.choice(["", "!", ",", " ."]) for _ in range(40)]
+    files = {f"part-{f}.parquet": [pool[i] for i in rng.integers(0, len(pool), 60)] for f in range(5)}
+    for name, captions in files.items():
+        laion_parquet(tmp_path / name, captions)
+    run_scan(config(tmp_path, [tmp_path / "part-[34].parquet"], examples_per_pair=3))
+    run_scan(config(tmp_path, [tmp_path / "*.parquet"], examples_per_pair=3, workers=2))
+    examples = pl.read_parquet(tmp_path / "out" / "examples.parquet").filter(variant="unambiguous")
+    for word, group, token in (("nurse", "female", "woman"), ("doctor", "male", "man"), ("nurse", "male", "man")):
+        expected, seen = [], set()
+        for name in sorted(files):
+            for row, caption in enumerate(files[name]):
+                tokens = tuple(re.findall(r"[a-z0-9]+", caption.lower()))
+                if word in tokens and token in tokens and tokens not in seen and len(expected) < 3:
+                    seen.add(tokens)
+                    expected.append((name, row, caption))
+        chosen = examples.filter(word=word, axis="gender", group=group).sort("rank")
+        assert [(Path(p).name, r, c) for p, r, c in chosen.select("path", "row", "caption").iter_rows()] == expected
+        assert len(expected) == 3
+
+
 def test_a_database_from_an_earlier_format_is_refused(tmp_path):
     import duckdb
 

@@ -27,7 +27,7 @@ WORDS = ["nurse", "doctor", "woman", "man", "black", "white", "old", "young", "g
 SLOW_SCAN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from engine.captions import count
+    from engine.captions import count, scan
     from engine.captions.scan import run_scan
     from helpers_captions import scan_config
     from pathlib import Path
@@ -39,7 +39,8 @@ SLOW_SCAN = textwrap.dedent("""
         return real(task, out_dir)
 
     count.scan_task = slow
-    run_scan(scan_config(Path({root!r}), [{data!r}], round_files=2))
+    scan.INGEST_BYTES = 0  # ingest each file as soon as it can go in: the kill lands between ingests
+    run_scan(scan_config(Path({root!r}), [{data!r}]))
 """)
 
 
@@ -76,7 +77,7 @@ def test_a_killed_scan_resumes_to_the_same_result(tmp_path):
     assert 0 < done < FILES
     resumed = run_scan(scan_config(killed, [data]))
     assert resumed["sources"]["scanned_now"]["done"] == FILES - done
-    clean = run_scan(scan_config(tmp_path / "clean", [data], round_files=5))
+    clean = run_scan(scan_config(tmp_path / "clean", [data]))
     for name, frame in outputs(tmp_path / "clean" / "out").items():
         assert_frame_equal(outputs(killed / "out")[name], frame, check_exact=True)
     assert resumed["counts"] == clean["counts"]

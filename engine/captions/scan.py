@@ -3,18 +3,19 @@
 Flow: discover the source files (engine.captions.shards) -> register them in the database
 (engine.captions.store; files already done and unchanged are skipped) -> run the per-shard map
 (engine.captions.count.scan_task) through the shard runner (engine.batch: local process pool or
-Ray) in rounds of a few files per worker -> ingest each round into the database (transactions of
-bounded size) while the next round maps -> reduce the database into the output directory
+Ray) -> ingest each mapped file into the database, in file order, while later files map
+(transactions of bounded size) -> reduce the database into the output directory
 (engine.captions.outputs).
 
-Interrupting a scan loses at most the shards of the current round that were not yet staged: a
-rerun ingests staged shards, scans the rest, and gives the same result as an uninterrupted run.
+Interrupting a scan loses at most the files being mapped: a rerun ingests the files already
+staged, scans the rest, and gives the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from engine import batch, storage
 from engine.captions import count, store
 from engine.captions.cooccurrence import DEFAULT_PRIOR_SCALE
+from engine.captions.evidence import ExampleFrontier
 from engine.captions.shards import discover
 from engine.errors import InputError
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER_ROUND_FILES = 1024  # a cluster's round: enough files for every worker; bounds staging
 COMMIT_BYTES = 64 << 20  # staged matches per ingest transaction: bounds the driver's memory
+INGEST_BYTES = 16 << 20  # staged matches worth a transaction (about 8 LAION files of 250,000)
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,7 @@ class ScanConfig:
     examples_per_pair: int = 3
     prior_scale: float = DEFAULT_PRIOR_SCALE
     progress: bool = True
-    round_files: int = 0  # files per round (ingested while the next maps); 0: 4 per local worker
     memory_limit: str = "512MB"  # DuckDB's limit; larger reduces spill to disk beside the database
-
-    @property
-    def example_candidates(self) -> int:
-        """Distinct captions kept per pair and file: twice those shown, so captions repeated
-        across files rarely leave a pair short of examples."""
-        return 2 * self.examples_per_pair
 
     def __post_init__(self):
         if not self.sources:
@@ -64,8 +60,6 @@ class ScanConfig:
             raise InputError(f"--threads must be 0 (automatic) or more, not {self.threads}")
         if self.examples_per_pair < 0:
             raise InputError(f"--examples must be 0 or more, not {self.examples_per_pair}")
-        if self.round_files < 0:
-            raise InputError(f"round_files must be 0 (automatic) or positive, not {self.round_files}")
         if not self.prior_scale > 0:
             raise InputError(f"--prior-scale must be positive, not {self.prior_scale}")
 
@@ -100,7 +94,9 @@ def run_scan(config: ScanConfig) -> dict:
             "lexicon": described["lexicon"]["name"], "exact_forms": str(config.exact_forms)})
         todo = store.register(con, sources)
         log.info("%d source files, %d to scan", len(sources), len(todo))
+        con.execute("SET threads = 1")  # inserts beside the busy map workers: no thread hand-offs
         ingested = _map_and_ingest(con, todo, termset.compile(), config)
+        con.execute("RESET threads")  # the reduce has the machine to itself
         described["sources"] = {"specs": list(config.sources), "files": len(sources),
                                 "scanned_now": ingested, "ignored": ignored}
         described["db"] = str(Path(config.db).resolve())
@@ -137,36 +133,43 @@ def parallelism(config: ScanConfig, files: int) -> tuple[int, int]:
 
 
 def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
-    """Map the files round by round; while a round maps (in a background thread driving the
-    shard runner), the previous round is ingested here, so the database work overlaps the scan."""
+    """Map the files and ingest each into the database as soon as it and every file before it
+    are mapped, while later files still map. Locally the shard runner works in a background
+    thread and reports each file as it finishes (no waiting for the slowest file of a round); a
+    cluster client stays on the main thread, mapping rounds of files and ingesting each after it."""
     staging = staging_dir(config.db)
     workers, threads = parallelism(config, len(todo))
-    local = config.executor.engine == "local"
-    size = config.round_files or (4 * workers if local else CLUSTER_ROUND_FILES)
-    rounds = [todo[start:start + size] for start in range(0, len(todo), size)]
-    statuses: dict[str, int] = {}
+    frontier = ExampleFrontier.of_database(con, compiled.n_words, compiled.n_groups, config.examples_per_pair,
+                                           [source.path for _, source in todo])
+    ingest = _InOrderIngest(con, staging, todo, frontier)
 
-    def map_round(round_):
-        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads, config.example_candidates))
-                 for shard_id, source in round_]
-        for task, (_, source) in zip(tasks, round_):
+    def map_files(files, on_result):
+        tasks = [batch.ShardTask(_task_id(shard_id), (source, compiled, threads, config.examples_per_pair))
+                 for shard_id, source in files]
+        for task, (_, source) in zip(tasks, files):
             count.drop_stale(staging, task.shard_id, source)
-        return batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
-                                workers=min(workers, len(tasks)), desc="caption files",
-                                progress=config.progress)
+        batch.run_shards(tasks, count.scan_task, staging, executor=config.executor,
+                         workers=min(workers, len(tasks)), desc="caption files",
+                         progress=config.progress, on_result=on_result)
 
-    if not local:  # a cluster client stays on the main thread
-        for round_ in rounds:
-            _ingest_round(con, staging, map_round(round_), round_, statuses)
-        return _finish(staging, statuses)
+    if config.executor.engine != "local":
+        for start in range(0, len(todo), CLUSTER_ROUND_FILES):
+            map_files(todo[start:start + CLUSTER_ROUND_FILES], ingest.finished)
+            ingest.ready()
+        return _finish(staging, ingest.statuses)
+    finished: queue.SimpleQueue = queue.SimpleQueue()
     with ThreadPoolExecutor(1, thread_name_prefix="caption-map") as mapper:
-        pending = mapper.submit(map_round, rounds[0]) if rounds else None
-        for index, round_ in enumerate(rounds):
-            report = pending.result()
-            if index + 1 < len(rounds):
-                pending = mapper.submit(map_round, rounds[index + 1])
-            _ingest_round(con, staging, report, round_, statuses)
-    return _finish(staging, statuses)
+        mapping = mapper.submit(map_files, todo, lambda *outcome: finished.put(outcome))
+        mapping.add_done_callback(lambda _: finished.put(None))
+        while (outcome := finished.get()) is not None:
+            ingest.finished(*outcome)
+            while not finished.empty() and (outcome := finished.get()) is not None:
+                ingest.finished(*outcome)  # all that finished meanwhile go in one ingest
+            ingest.ready(in_flight=workers if outcome is not None else None)
+            if outcome is None:
+                break
+        mapping.result()  # the runner's own error, if any
+    return _finish(staging, ingest.statuses)
 
 
 def _finish(staging: Path, statuses: dict[str, int]) -> dict[str, int]:
@@ -175,43 +178,84 @@ def _finish(staging: Path, statuses: dict[str, int]) -> dict[str, int]:
     return statuses
 
 
-def _ingest_round(con, staging: Path, report, round_: list, statuses: dict[str, int]) -> None:
-    for group in _commit_groups(staging, round_):  # in id order: duplicates resolve alike
-        with store.transaction(con):
-            done = [_staged_output(staging, report, shard_id) for shard_id, _ in group
-                    if _task_id(shard_id) in report.done]
-            for status in store.ingest(con, done) if done else []:
-                statuses[status] = statuses.get(status, 0) + 1
-            for shard_id, source in group:
-                if _task_id(shard_id) not in report.done:
-                    _record_failure(con, report, shard_id, source)
-                    statuses["failed"] = statuses.get("failed", 0) + 1
+class _InOrderIngest:
+    """Mapped files into the database in file order: a file goes in once it and every file
+    before it have finished mapping, so duplicate files resolve alike in every run. A commit
+    group is one transaction with the files' statuses; its staged results are removed after."""
+
+    def __init__(self, con, staging: Path, todo: list, frontier: ExampleFrontier):
+        self.con, self.staging, self.todo, self.frontier = con, staging, todo, frontier
+        self.outcomes: dict[str, tuple[dict | None, str | None]] = {}  # task id -> (stats, error)
+        self.next = 0  # todo[:next] are in the database
+        self.statuses: dict[str, int] = {}
+
+    def finished(self, task_id: str, stats: dict | None, error: str | None) -> None:
+        self.outcomes[task_id] = (stats, error)
+
+    def ready(self, in_flight: int | None = None) -> None:
+        """Ingest the files that can go in. With ``in_flight``, only once they are worth a
+        transaction (DuckDB writes large appends straight to the database file, small ones twice:
+        log, then checkpoint): about ``INGEST_BYTES`` staged, or at most ``in_flight`` files
+        still mapping (the last files then go in while those finish)."""
+        end = self.next
+        while end < len(self.todo) and _task_id(self.todo[end][0]) in self.outcomes:
+            end += 1
+        files = self.todo[self.next:end]
+        unfinished = len(self.todo) - end
+        waiting = in_flight is not None and unfinished > in_flight
+        if not files or (waiting and _staged_bytes(self.staging, files) < INGEST_BYTES):
+            return
+        self.next = end
+        for group in _commit_groups(self.staging, files):
+            self._ingest(group)
+
+    def _ingest(self, group: list) -> None:
+        outcomes = [(shard_id, source, *self.outcomes.pop(_task_id(shard_id))) for shard_id, source in group]
+        with store.transaction(self.con):
+            done = [_staged_output(self.staging, shard_id, source.path, stats)
+                    for shard_id, source, stats, error in outcomes if error is None]
+            for status in store.ingest(self.con, done, self.frontier) if done else []:
+                self._count(status)
+            for shard_id, source, _, error in outcomes:
+                if error is not None:
+                    _record_failure(self.con, shard_id, source, error)
+                    self._count("failed")
         for shard_id, _ in group:  # after the commit: a crash before it ingests them again
-            count.remove_staged(staging, _task_id(shard_id))
+            count.remove_staged(self.staging, _task_id(shard_id))
+
+    def _count(self, status: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
-def _commit_groups(staging: Path, round_: list) -> list[list]:
-    """Consecutive shards whose staged results add up to about ``COMMIT_BYTES``: one transaction
+def _staged_bytes(staging: Path, files: list) -> int:
+    return sum(_staged_size(staging, shard_id) for shard_id, _ in files)
+
+
+def _staged_size(staging: Path, shard_id: int) -> int:
+    staged = count.staged_paths(staging, _task_id(shard_id))
+    return sum(staged[name].stat().st_size for name in ("matches", "examples") if staged[name].exists())
+
+
+def _commit_groups(staging: Path, files: list) -> list[list]:
+    """Consecutive files whose staged results add up to about ``COMMIT_BYTES``: one transaction
     each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
     groups, size = [[]], 0
-    for shard_id, source in round_:
-        staged = count.staged_paths(staging, _task_id(shard_id))
-        size += sum(staged[name].stat().st_size for name in ("matches", "examples") if staged[name].exists())
+    for shard_id, source in files:
+        size += _staged_size(staging, shard_id)
         groups[-1].append((shard_id, source))
         if size >= COMMIT_BYTES:
             groups, size = groups + [[]], 0
     return [group for group in groups if group]
 
 
-def _staged_output(staging: Path, report, shard_id: int) -> store.ShardOutput:
+def _staged_output(staging: Path, shard_id: int, path: str, stats: dict) -> store.ShardOutput:
     task_id = _task_id(shard_id)
-    return store.ShardOutput(shard_id, report.done[task_id], count.read_staged_counts(staging, task_id),
+    return store.ShardOutput(shard_id, path, stats, count.read_staged_counts(staging, task_id),
                              count.read_staged_table(staging, task_id, "matches"),
                              count.read_staged_table(staging, task_id, "examples"))
 
 
-def _record_failure(con, report, shard_id: int, source) -> None:
-    error = report.failed.get(_task_id(shard_id), "not run")
+def _record_failure(con, shard_id: int, source, error: str) -> None:
     store.record_failure(con, shard_id, error)
     log.warning("%s failed: %s", source.path, _last_line(error))
 

@@ -16,8 +16,9 @@ Tables (created on first use):
   term ids and token-sequence hash; ``key`` when the source has keys (else the row number is the
   key). ``vlaudit subset`` reads captions and URLs back from the source files.
 - ``shard_examples(shard_id, word_term_id, group_term_id, row, key, caption, caption_hash)``: the
-  first few distinct captions of each (word, group) pair in each shard, with their text: the
-  evidence examples.parquet is chosen from (engine.captions.count picks them while scanning).
+  first few distinct captions of each (word, group) pair in each shard that can still be chosen,
+  with their text: the evidence examples.parquet is chosen from (engine.captions.count picks
+  them while scanning, engine.captions.evidence drops those that can no longer be chosen).
 - ``scan_config`` also records ``db_format``: a database written by an incompatible version is
   refused with a clear message.
 
@@ -38,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import storage
+from engine.captions.evidence import ExampleFrontier
 from engine.captions.matcher import Counts
 from engine.captions.shards import Source
 from engine.errors import InputError
@@ -170,17 +172,19 @@ class ShardOutput:
     example candidates."""
 
     shard_id: int
+    path: str
     stats: dict
     counts: Counts
     matches: pa.Table  # engine.captions.count.MATCHES_SCHEMA
     examples: pa.Table  # engine.captions.count.EXAMPLES_SCHEMA
 
 
-def ingest(con, shards: list[ShardOutput]) -> list[str]:
+def ingest(con, shards: list[ShardOutput], frontier: ExampleFrontier | None = None) -> list[str]:
     """Write several shards' counts and captions and set their statuses (inside ``transaction``),
     a few statements for the whole group; a pending shard has no rows yet (register() cleared
     changed files). A shard whose file has the checksum of a done shard (or of an earlier one in
-    the group) is a duplicate: recorded, not counted. Return the statuses, in order."""
+    the group) is a duplicate: recorded, not counted. With a ``frontier``, only example
+    candidates that can still be chosen are stored. Return the statuses, in order."""
     twins = _done_checksums(con, [shard.stats["checksum"] for shard in shards])
     statuses, fresh = [], []
     for shard in shards:
@@ -192,7 +196,9 @@ def ingest(con, shards: list[ShardOutput]) -> list[str]:
     if fresh:
         _insert_counts(con, fresh)
         _insert_arrow(con, "captions", _with_shard_ids([(shard.shard_id, shard.matches) for shard in fresh]))
-        _insert_arrow(con, "shard_examples", _with_shard_ids([(shard.shard_id, shard.examples) for shard in fresh]))
+        examples = [(shard.shard_id, frontier.admit(shard.path, shard.examples) if frontier else shard.examples)
+                    for shard in fresh]
+        _insert_arrow(con, "shard_examples", _with_shard_ids(examples))
     _update_shards(con, shards, statuses)
     return [status for status, _ in statuses]
 
