@@ -95,6 +95,8 @@ def test_the_kernel_reads_the_bloom_filter_the_matcher_builds():
     from engine.captions import kernel, matcher
 
     assert int(kernel._BLOOM_SHIFT) == matcher.BLOOM_SHIFT
+    assert int(kernel._BLOOM_BIT_SHIFT) == matcher.BLOOM_BIT_SHIFT
+    assert int(kernel._SLOT_SHIFT) == matcher.SLOT_SHIFT
     assert 1 << (64 - matcher.BLOOM_SHIFT) == matcher.BLOOM_WORDS
 
 

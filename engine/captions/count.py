@@ -134,22 +134,22 @@ def scan_task(task, out_dir: Path) -> dict:
 
 
 def staged_paths(out_dir: Path, shard_id: str) -> dict[str, Path]:
-    return {"counts": out_dir / f"{shard_id}.counts.npz",
+    return {"counts": out_dir / f"{shard_id}.counts.npy",
             "matches": out_dir / f"{shard_id}.matches.arrow",
             "examples": out_dir / f"{shard_id}.examples.arrow"}
 
 
 def write_staged(out_dir: Path, shard_id: str, result: ShardResult) -> None:
     """Counts (pairs stored sparse), matched captions and example candidates (Arrow IPC),
-    uncompressed: they live until the round is ingested."""
+    uncompressed: they live until the file is ingested."""
     paths = staged_paths(out_dir, shard_id)
     counts = result.counts
     pairs = np.flatnonzero(counts.n_pair)
     with storage.atomic_path(paths["counts"]) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, n_captions=np.int64(counts.n_captions), n_form=counts.n_form,
-                     n_term=counts.n_term, pair_shape=np.array(counts.n_pair.shape),
-                     pair_index=pairs, pair_n=counts.n_pair.ravel()[pairs], sketch=counts.sketch)
+        with open(tmp, "wb") as fh:  # .npy arrays one after another: no zip to build or parse
+            for array in (np.int64(counts.n_captions), counts.n_form, counts.n_term, np.array(counts.n_pair.shape),
+                          pairs, counts.n_pair.ravel()[pairs], counts.sketch):
+                np.save(fh, array)
     for name, table in (("matches", result.matches), ("examples", result.examples)):
         with storage.atomic_path(paths[name]) as tmp:
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -163,21 +163,24 @@ def read_staged_table(out_dir: Path, shard_id: str, name: str) -> pa.Table:
 
 
 def read_staged_counts(out_dir: Path, shard_id: str) -> Counts:
-    with np.load(staged_paths(out_dir, shard_id)["counts"], allow_pickle=False) as data:
-        n_pair = np.zeros(int(np.prod(data["pair_shape"])), np.int64)
-        n_pair[data["pair_index"]] = data["pair_n"]
-        return Counts(int(data["n_captions"]), data["n_form"], data["n_term"],
-                      n_pair.reshape(tuple(data["pair_shape"])), data["sketch"])
+    with open(staged_paths(out_dir, shard_id)["counts"], "rb") as fh:
+        n_captions, n_form, n_term, pair_shape, pair_index, pair_n, sketch = (
+            np.load(fh, allow_pickle=False) for _ in range(7))
+    n_pair = np.zeros(int(np.prod(pair_shape)), np.int64)
+    n_pair[pair_index] = pair_n
+    return Counts(int(n_captions), n_form, n_term, n_pair.reshape(tuple(pair_shape)), sketch)
 
 
 def drop_stale(out_dir: Path, shard_id: str, source: Source) -> None:
-    """Remove a staged result made from an earlier version of the file (size or mtime differ)."""
+    """Remove a staged result made from an earlier version of the file (size or mtime differ)
+    or left incomplete (a file missing, e.g. staged by an earlier vlaudit): it maps again."""
     from engine.batch import stats_path
 
     marker = stats_path(out_dir, shard_id)
     if marker.exists():
         stats = storage.read_json(marker)
-        if (stats.get("size"), stats.get("mtime_ns")) != (source.size, source.mtime_ns):
+        changed = (stats.get("size"), stats.get("mtime_ns")) != (source.size, source.mtime_ns)
+        if changed or not all(path.exists() for path in staged_paths(out_dir, shard_id).values()):
             remove_staged(out_dir, shard_id)
 
 

@@ -45,7 +45,8 @@ _HLL_GUARD = np.uint64(1 << (HLL_BITS - 1))
 # The Bloom filter's layout, as engine.captions.matcher builds it (a test checks they agree; not
 # imported: numba's cache would not notice a change in another module).
 _BLOOM_SHIFT = np.uint64(54)  # top 10 bits pick one of 1,024 words
-_BLOOM_BIT = np.uint64(63)  # low 6 bits pick the bit
+_BLOOM_BIT_SHIFT = np.uint64(48)  # the next 6 bits pick the bit
+_SLOT_SHIFT = np.uint64(32)  # the table's slot: bits from 32 up
 ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 HIGH = np.uint64(0x8080808080808080)  # the top bit of each byte of a word
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -67,7 +68,7 @@ def lookup(h, token, s, length, fold, vocab):
     compared eight bytes at a time (``vocab_bytes`` padded by 8) after ``lower_word(., fold)``."""
     slot_keys, slot_ids, vocab_offsets, vocab_bytes, _ = vocab
     mask = slot_keys.shape[0] - 1
-    i = np.int64(h & np.uint64(mask))
+    i = np.int64((h >> _SLOT_SHIFT) & np.uint64(mask))
     while True:
         tid = slot_ids[i]
         if tid < 0:
@@ -89,7 +90,7 @@ def lookup(h, token, s, length, fold, vocab):
 def maybe_vocabulary(bloom, h):
     """Bloom filter on the token hash (65,536 bits): False means certainly not a vocabulary
     token, so most tokens skip the table look-up."""
-    return bloom[np.int64(h >> _BLOOM_SHIFT)] & (_U1 << (h & _BLOOM_BIT)) != 0
+    return bloom[np.int64(h >> _BLOOM_SHIFT)] & (_U1 << ((h >> _BLOOM_BIT_SHIFT) & np.uint64(63))) != 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -155,7 +156,7 @@ def tokenize_range(data, start, end, tables, buf, vocab, tok_ids, ntok, caption_
         if length:
             if length & 7:
                 h = (h ^ word) * WORD_PRIME
-            h = mix64(h ^ np.uint64(length))
+            h ^= np.uint64(length)
             tok_ids[ntok] = -1
             if maybe_vocabulary(vocab[4], h):
                 tok_ids[ntok] = lookup(h, buf, 0, length, _U0, vocab)
@@ -243,7 +244,7 @@ def span_hash(data, s, e):
         p += 8
     w = load_word(data, p) & (ONES >> np.uint64(64 - 8 * (e - p)))
     h = (h ^ lower_word(w, BIT6)) * WORD_PRIME
-    return mix64(h ^ np.uint64(e - s)), (high | w) & HIGH
+    return h ^ np.uint64(e - s), (high | w) & HIGH
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 BLOOM_WORDS = 1024  # 64-bit words (65,536 bits); engine.captions.kernel reads the same layout
-BLOOM_SHIFT = 54  # a token hash's top 10 bits pick the word, its low 6 bits the bit
+BLOOM_SHIFT = 54  # a token hash's top 10 bits pick the word,
+BLOOM_BIT_SHIFT = 48  # its next 6 bits the bit
+SLOT_SHIFT = 32  # the vocabulary table's slot: the hash's bits from 32 up (a product's low bits
+# depend only on the low bits of the token; its high bits on all of them)
 HASH_SEED = 0xCBF29CE484222325
 WORD_PRIME = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -25,18 +28,13 @@ MASK64 = (1 << 64) - 1
 def token_hash(data: bytes) -> int:
     """The hash the kernel gives a token (engine.captions.kernel.tokenize), in plain Python:
     little-endian 8-byte words of its folded UTF-8 (the last zero-padded), multiplied in, then
-    the length, then splitmix64's finaliser."""
+    the length XOR-ed in. One multiply per 8 bytes and no finaliser: the filter and the table
+    read the product's high bits, and each caption's hash is mixed once (kernel.tokenize)."""
     h = HASH_SEED
     padded = data + bytes(-len(data) % 8)
     for i in range(0, len(padded), 8):
         h = ((h ^ int.from_bytes(padded[i:i + 8], "little")) * WORD_PRIME) & MASK64
-    return _mix64(h ^ len(data))
-
-
-def _mix64(x: int) -> int:
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
+    return h ^ len(data)
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,11 @@ def compile_terms(forms: list[tuple[str, ...]], form_terms: list[list[int]], n_w
     bloom = np.zeros(BLOOM_WORDS, dtype=np.uint64)
     for tid, data in enumerate(encoded):
         h = token_hash(data)
-        slot = h & (size - 1)
+        slot = (h >> SLOT_SHIFT) & (size - 1)
         while slot_ids[slot] >= 0:
             slot = (slot + 1) & (size - 1)
         slot_keys[slot], slot_ids[slot] = h, tid
-        bloom[h >> BLOOM_SHIFT] |= np.uint64(1 << (h & 63))
+        bloom[h >> BLOOM_SHIFT] |= np.uint64(1 << ((h >> BLOOM_BIT_SHIFT) & 63))
     form_ids = [[vocab[t] for t in tokens] for tokens in forms]
     starts: list[list[int]] = [[] for _ in vocab]
     singles: list[list[int]] = [[] for _ in vocab]

@@ -186,11 +186,13 @@ class _InOrderIngest:
     def __init__(self, con, staging: Path, todo: list, frontier: ExampleFrontier):
         self.con, self.staging, self.todo, self.frontier = con, staging, todo, frontier
         self.outcomes: dict[str, tuple[dict | None, str | None]] = {}  # task id -> (stats, error)
+        self.staged_bytes = 0  # of the finished files not yet in the database
         self.next = 0  # todo[:next] are in the database
         self.statuses: dict[str, int] = {}
 
     def finished(self, task_id: str, stats: dict | None, error: str | None) -> None:
         self.outcomes[task_id] = (stats, error)
+        self.staged_bytes += _staged_size(self.staging, task_id)
 
     def ready(self, in_flight: int | None = None) -> None:
         """Ingest the files that can go in. With ``in_flight``, only once they are worth a
@@ -203,7 +205,7 @@ class _InOrderIngest:
         files = self.todo[self.next:end]
         unfinished = len(self.todo) - end
         waiting = in_flight is not None and unfinished > in_flight
-        if not files or (waiting and _staged_bytes(self.staging, files) < INGEST_BYTES):
+        if not files or (waiting and self.staged_bytes < INGEST_BYTES):
             return
         self.next = end
         for group in _commit_groups(self.staging, files):
@@ -221,18 +223,15 @@ class _InOrderIngest:
                     _record_failure(self.con, shard_id, source, error)
                     self._count("failed")
         for shard_id, _ in group:  # after the commit: a crash before it ingests them again
+            self.staged_bytes -= _staged_size(self.staging, _task_id(shard_id))
             count.remove_staged(self.staging, _task_id(shard_id))
 
     def _count(self, status: str) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
-def _staged_bytes(staging: Path, files: list) -> int:
-    return sum(_staged_size(staging, shard_id) for shard_id, _ in files)
-
-
-def _staged_size(staging: Path, shard_id: int) -> int:
-    staged = count.staged_paths(staging, _task_id(shard_id))
+def _staged_size(staging: Path, task_id: str) -> int:
+    staged = count.staged_paths(staging, task_id)
     return sum(staged[name].stat().st_size for name in ("matches", "examples") if staged[name].exists())
 
 
@@ -241,7 +240,7 @@ def _commit_groups(staging: Path, files: list) -> list[list]:
     each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
     groups, size = [[]], 0
     for shard_id, source in files:
-        size += _staged_size(staging, shard_id)
+        size += _staged_size(staging, _task_id(shard_id))
         groups[-1].append((shard_id, source))
         if size >= COMMIT_BYTES:
             groups, size = groups + [[]], 0
