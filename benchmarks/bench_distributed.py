@@ -121,10 +121,10 @@ def run_scanning(engine: str, workers: int, warm: list[Path], timed: list[Path],
 @contextlib.contextmanager
 def timed_calls():
     """Add up the time spent in the driver's per-shard ingest (the scan's serial part)."""
-    from engine.captions import count, store
+    from engine.captions import staging, store
 
     spent = {"seconds": 0.0}
-    originals = {(store, "ingest"): store.ingest, (count, "read_staged_counts"): count.read_staged_counts}
+    originals = {(store, "ingest"): store.ingest, (staging, "read_staged"): staging.read_staged}
 
     def timing(function):
         def wrapper(*args, **kwargs):

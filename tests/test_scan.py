@@ -253,3 +253,38 @@ def test_a_subset_of_text_lines_has_captions_but_no_urls(tmp_path):
     result = run_subset(SubsetConfig(db=str(tmp_path / "scan.duckdb"), word="nurse",
                                      out=str(tmp_path / "u.parquet")))
     assert (result["captions"], result["without_url"], result["urls"]) == (2, 2, 0)
+
+
+def test_staged_tables_are_laid_out_like_the_database_tables(tmp_path):
+    """A task's staged rows go into the same-named tables with `INSERT ... SELECT *`: same columns."""
+    from engine.captions import staging, store
+
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_A)
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"]))
+    with store.connect(tmp_path / "scan.duckdb", read_only=True) as con:
+        for name in store.SHARD_TABLES:
+            columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
+            assert columns == staging.SCHEMAS[name].names, name
+    assert tuple(staging.SCHEMAS) == store.SHARD_TABLES
+
+
+def test_small_files_are_mapped_in_groups_and_counted_alike(tmp_path):
+    """Many small files (img2dataset's 10,000-row shards) go into a few map tasks; the counts
+    equal one big file's, and a broken file in a group is recorded while its neighbours count."""
+    from engine.captions.scan import plan_tasks
+    from engine.captions.shards import discover
+
+    data = tmp_path / "data"
+    data.mkdir()
+    captions = CAPTIONS_A[:-1] + CAPTIONS_B
+    for i, caption in enumerate(captions):
+        laion_parquet(data / f"part-{i:02d}.parquet", [caption])
+    (data / "part-99.parquet").write_bytes(b"PAR1 not really")
+    laion_parquet(tmp_path / "all.parquet", captions)
+    tasks = plan_tasks(list(enumerate(discover([str(data)])[0])))
+    assert len(tasks) == 1 and len(tasks[0].files) == len(captions) + 1
+    grouped = run_scan(config(tmp_path / "grouped", [data], workers=2))
+    whole = run_scan(config(tmp_path / "whole", [tmp_path / "all.parquet"]))
+    assert grouped["sources"]["scanned_now"] == {"done": len(captions), "failed": 1}
+    assert grouped["counts"]["n_captions"] == whole["counts"]["n_captions"] == len(captions)
+    assert cooccurrence(tmp_path / "grouped" / "out").equals(cooccurrence(tmp_path / "whole" / "out"))

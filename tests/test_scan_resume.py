@@ -16,6 +16,8 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from conftest import shared_path
+from engine.captions import scan
+from engine.captions import staging as staging_module
 from engine.captions.scan import load_terms, run_scan
 from helpers_captions import laion_parquet, oracle_counts, scan_config
 
@@ -27,19 +29,24 @@ WORDS = ["nurse", "doctor", "woman", "man", "black", "white", "old", "young", "g
 SLOW_SCAN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from engine.captions import count, scan
+    from engine.captions import ingest, scan, staging
     from engine.captions.scan import run_scan
     from helpers_captions import scan_config
     from pathlib import Path
 
-    real = count.scan_task
+    real_map, real_ingest = staging.scan_task, ingest.InOrderIngest._ingest
 
-    def slow(task, out_dir):  # a slow shard, so the kill lands mid-scan
-        time.sleep(0.3)
-        return real(task, out_dir)
+    def slow_map(task, out_dir):  # slow tasks, so the kill lands mid-scan
+        time.sleep(0.1)
+        return real_map(task, out_dir)
 
-    count.scan_task = slow
-    scan.INGEST_BYTES = 0  # ingest each file as soon as it can go in: the kill lands between ingests
+    def slower_ingest(self, group):  # and the ingest lags: some tasks are staged, not yet in
+        real_ingest(self, group)
+        time.sleep(0.4)
+
+    staging.scan_task, ingest.InOrderIngest._ingest = slow_map, slower_ingest
+    scan.TASK_BYTES = 1  # a task per file,
+    ingest.INGEST_BYTES = 0  # each ingested as soon as it can go in
     run_scan(scan_config(Path({root!r}), [{data!r}]))
 """)
 
@@ -58,7 +65,7 @@ def outputs(out: Path) -> dict[str, pl.DataFrame]:
         "examples.parquet")}
 
 
-def test_a_killed_scan_resumes_to_the_same_result(tmp_path):
+def test_a_killed_scan_resumes_to_the_same_result(tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_corpus(data)
     killed = tmp_path / "killed"
@@ -75,8 +82,13 @@ def test_a_killed_scan_resumes_to_the_same_result(tmp_path):
     with duckdb.connect(str(killed / "scan.duckdb"), read_only=True) as con:
         done = con.execute("SELECT count(*) FROM shards WHERE status = 'done'").fetchall()[0][0]
     assert 0 < done < FILES
-    resumed = run_scan(scan_config(killed, [data]))
+    staged = {p.name.removesuffix("_stats.json") for p in staging.glob("*_stats.json")}
+    monkeypatch.setattr(scan, "TASK_BYTES", 1)  # the same tasks: those staged go in without mapping again
+    mapped, real = [], staging_module.scan_task
+    monkeypatch.setattr(staging_module, "scan_task", lambda task, out: mapped.append(task.shard_id) or real(task, out))
+    resumed = run_scan(scan_config(killed, [data]))  # one worker: the map runs in this process
     assert resumed["sources"]["scanned_now"]["done"] == FILES - done
+    assert staged and not staged & set(mapped) and len(mapped) == FILES - done - len(staged)
     clean = run_scan(scan_config(tmp_path / "clean", [data]))
     for name, frame in outputs(tmp_path / "clean" / "out").items():
         assert_frame_equal(outputs(killed / "out")[name], frame, check_exact=True)

@@ -1,11 +1,9 @@
-"""The per-shard map: one caption source and the compiled terms -> additive counts.
+"""The per-file map: one caption source and the compiled terms -> additive counts.
 
 ``count_source(source, terms)`` is a pure function of the file and the terms (both picklable), so
-any executor can run it where the file is: the local process pool or Ray (engine.batch). Its
-``ShardResult`` adds across files (``Counts.__add__``); the matched captions and the example
-candidates are rows to append.
-``scan_task`` is the engine.batch work function: it runs the map and stages the result as files
-in the job directory, from which the driver ingests it into DuckDB (engine.captions.store).
+any executor can run it where the file is: the local process pool or Ray (engine.batch, through
+engine.captions.staging.scan_task). Its ``ShardResult`` adds across files (``Counts.__add__``);
+the matched captions and the example candidates are rows to append.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -118,75 +115,3 @@ def _example_candidates(batch: CaptionBatch, found) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(found.example_pairs[:, 0]), pa.array(found.example_pairs[:, 1]), batch.rows.take(index), _keys(batch, index),
          batch.captions.take(index).cast(pa.large_string()), pa.array(hashes)], schema=EXAMPLES_SCHEMA)
-
-
-# --- staging: the work function and its files --------------------------------------------------
-
-def scan_task(task, out_dir: Path) -> dict:
-    """engine.batch work function: payload (Source, CompiledTerms, threads, examples) -> staged
-    files, stats."""
-    source, terms, threads, examples = task.payload
-    result = count_source(source, terms, threads, examples)
-    write_staged(Path(out_dir), task.shard_id, result)
-    log.debug("%s: %d captions, %d with a word", source.path, result.stats["rows"],
-              result.matches.num_rows)
-    return result.stats
-
-
-def staged_paths(out_dir: Path, shard_id: str) -> dict[str, Path]:
-    return {"counts": out_dir / f"{shard_id}.counts.npy",
-            "matches": out_dir / f"{shard_id}.matches.arrow",
-            "examples": out_dir / f"{shard_id}.examples.arrow"}
-
-
-def write_staged(out_dir: Path, shard_id: str, result: ShardResult) -> None:
-    """Counts (pairs stored sparse), matched captions and example candidates (Arrow IPC),
-    uncompressed: they live until the file is ingested."""
-    paths = staged_paths(out_dir, shard_id)
-    counts = result.counts
-    pairs = np.flatnonzero(counts.n_pair)
-    with storage.atomic_path(paths["counts"]) as tmp:
-        with open(tmp, "wb") as fh:  # .npy arrays one after another: no zip to build or parse
-            for array in (np.int64(counts.n_captions), counts.n_form, counts.n_term, np.array(counts.n_pair.shape),
-                          pairs, counts.n_pair.ravel()[pairs], counts.sketch):
-                np.save(fh, array)
-    for name, table in (("matches", result.matches), ("examples", result.examples)):
-        with storage.atomic_path(paths[name]) as tmp:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-
-
-def read_staged_table(out_dir: Path, shard_id: str, name: str) -> pa.Table:
-    """A staged table ("matches" or "examples"), memory-mapped (no copy)."""
-    with pa.memory_map(str(staged_paths(out_dir, shard_id)[name])) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def read_staged_counts(out_dir: Path, shard_id: str) -> Counts:
-    with open(staged_paths(out_dir, shard_id)["counts"], "rb") as fh:
-        n_captions, n_form, n_term, pair_shape, pair_index, pair_n, sketch = (
-            np.load(fh, allow_pickle=False) for _ in range(7))
-    n_pair = np.zeros(int(np.prod(pair_shape)), np.int64)
-    n_pair[pair_index] = pair_n
-    return Counts(int(n_captions), n_form, n_term, n_pair.reshape(tuple(pair_shape)), sketch)
-
-
-def drop_stale(out_dir: Path, shard_id: str, source: Source) -> None:
-    """Remove a staged result made from an earlier version of the file (size or mtime differ)
-    or left incomplete (a file missing, e.g. staged by an earlier vlaudit): it maps again."""
-    from engine.batch import stats_path
-
-    marker = stats_path(out_dir, shard_id)
-    if marker.exists():
-        stats = storage.read_json(marker)
-        changed = (stats.get("size"), stats.get("mtime_ns")) != (source.size, source.mtime_ns)
-        if changed or not all(path.exists() for path in staged_paths(out_dir, shard_id).values()):
-            remove_staged(out_dir, shard_id)
-
-
-def remove_staged(out_dir: Path, shard_id: str) -> None:
-    """Staged files and the runner's markers of one shard (after it is in the database)."""
-    for path in staged_paths(out_dir, shard_id).values():
-        path.unlink(missing_ok=True)
-    for suffix in ("_stats.json", "_error.json"):
-        (out_dir / f"{shard_id}{suffix}").unlink(missing_ok=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 ROW_BITS = 32  # a position is (path rank << ROW_BITS) | row, as in the reduce
 
@@ -36,24 +35,25 @@ class ExampleFrontier:
     @classmethod
     def of_database(cls, con, n_words: int, n_groups: int, depth: int, new_paths) -> ExampleFrontier:
         """The frontier of the candidates stored for done shards, ready for files at ``new_paths``."""
-        done = [path for (path,) in con.execute("SELECT path FROM shards WHERE status = 'done'").fetchall()]
-        frontier = cls(n_words, n_groups, depth, done + list(new_paths))
-        stored = con.sql('SELECT s.path, e.word_term_id, e.group_term_id, e."row", e.caption_hash '
-                         "FROM shard_examples e JOIN shards s USING (shard_id) WHERE s.status = 'done' "
-                         'ORDER BY s.path').to_arrow_table()
-        for path in stored["path"].unique().to_pylist():
-            frontier.admit(path, stored.filter(pc.equal(stored["path"], path)))
+        done = dict(con.execute("SELECT shard_id, path FROM shards WHERE status = 'done'").fetchall())
+        frontier = cls(n_words, n_groups, depth, list(done.values()) + list(new_paths))
+        stored = con.sql('SELECT e.shard_id, e.word_term_id, e.group_term_id, e."row", e.caption_hash '
+                         "FROM shard_examples e JOIN shards s USING (shard_id) WHERE s.status = 'done'").to_arrow_table()
+        frontier.admit(stored, done)
         return frontier
 
-    def admit(self, path: str, candidates: pa.Table) -> pa.Table:
-        """The candidates of one file (engine.captions.count.EXAMPLES_SCHEMA) that enter the
-        frontier, which now includes them."""
+    def admit(self, candidates: pa.Table, paths: dict[int, str]) -> pa.Table:
+        """The candidates (columns shard_id, word_term_id, group_term_id, row, caption_hash, as in
+        engine.captions.staging) that enter the frontier, which now includes them; ``paths``:
+        the file of each shard id."""
         if not candidates.num_rows:
             return candidates
-        words = candidates["word_term_id"].to_numpy()
+        shards, words = candidates["shard_id"].to_numpy(), candidates["word_term_id"].to_numpy()
         groups = candidates["group_term_id"].to_numpy() - self.n_words
         rows, hashes = candidates["row"].to_numpy(), candidates["caption_hash"].to_numpy()
-        positions = (np.int64(self.ranks[path]) << ROW_BITS) | rows
+        ids = np.unique(shards)
+        ranks = np.array([self.ranks[paths[int(i)]] for i in ids], np.int64)[np.searchsorted(ids, shards)]
+        positions = (ranks << ROW_BITS) | rows
         full = self.count[words, groups] >= self.depth
         keep = ~(full & (positions > self.positions[words, groups, self.depth - 1]))
         maybe = np.flatnonzero(keep)

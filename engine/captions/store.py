@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import storage
 from engine.captions.evidence import ExampleFrontier
-from engine.captions.matcher import Counts
 from engine.captions.shards import Source
 from engine.errors import InputError
 
@@ -180,46 +180,41 @@ def transaction(con):
 
 
 @dataclass(frozen=True)
-class ShardOutput:
-    """One mapped shard, ready to ingest: its read statistics, counts, matched captions and
-    example candidates."""
+class MappedFile:
+    """A file the map read: its shard, path and read statistics (engine.captions.shards.ReadStats)."""
 
     shard_id: int
     path: str
     stats: dict
-    counts: Counts
-    matches: pa.Table  # engine.captions.count.MATCHES_SCHEMA
-    examples: pa.Table  # engine.captions.count.EXAMPLES_SCHEMA
 
 
-def ingest(con, shards: list[ShardOutput], frontier: ExampleFrontier | None = None) -> list[str]:
-    """Write several shards' counts and captions and set their statuses (inside ``transaction``),
-    a few statements for the whole group; a pending shard has no rows yet (register() cleared
-    changed files). A shard whose file has the checksum of a done shard (or of an earlier one in
-    the group) is a duplicate: recorded, not counted. With a ``frontier``, only example
-    candidates that can still be chosen are stored. Return the statuses, in order."""
-    twins = _done_checksums(con, [shard.stats["checksum"] for shard in shards])
-    statuses, fresh = [], []
-    for shard in shards:
-        twin = twins.get(shard.stats["checksum"])
+def ingest(con, files: list[MappedFile], tables: dict[str, pa.Table],
+           frontier: ExampleFrontier | None = None) -> list[str]:
+    """Append the files' rows (``tables``: SHARD_TABLES name -> rows, ``shard_id`` first, as
+    engine.captions.staging writes them) and set their statuses, inside ``transaction``: one
+    insert per table for the whole group. A pending shard has no rows yet (register() cleared
+    changed files). A file with the checksum of a done shard (or of an earlier one in the group)
+    is a duplicate: recorded, its rows left out. With a ``frontier``, only the example candidates
+    that can still be chosen are stored. Return the statuses, in order."""
+    twins = _done_checksums(con, [file.stats["checksum"] for file in files])
+    statuses = []
+    for file in files:
+        twin = twins.get(file.stats["checksum"])
         statuses.append(("duplicate", twin) if twin is not None else ("done", None))
         if twin is None:
-            twins[shard.stats["checksum"]] = shard.shard_id
-            fresh.append(shard)
-    if fresh:
-        _insert_counts(con, fresh)
-        _insert_arrow(con, "captions", _with_shard_ids([(shard.shard_id, shard.matches) for shard in fresh]))
-        examples = [(shard.shard_id, frontier.admit(shard.path, shard.examples) if frontier else shard.examples)
-                    for shard in fresh]
-        _insert_arrow(con, "shard_examples", _with_shard_ids(examples))
-    _update_shards(con, shards, statuses)
+            twins[file.stats["checksum"]] = file.shard_id
+    duplicates = pa.array([file.shard_id for file, (status, _) in zip(files, statuses) if status == "duplicate"],
+                          pa.int32())
+    for name in SHARD_TABLES:
+        rows = tables[name]
+        if len(duplicates):
+            rows = rows.filter(pc.invert(pc.is_in(rows["shard_id"], value_set=duplicates)))
+        if name == "shard_examples" and frontier is not None:
+            rows = frontier.admit(rows, {file.shard_id: file.path for file in files})
+        if rows.num_rows:
+            _insert_arrow(con, name, rows)
+    _update_shards(con, files, statuses)
     return [status for status, _ in statuses]
-
-
-def _with_shard_ids(tables: list[tuple[int, pa.Table]]) -> pa.Table:
-    """The tables stacked, a ``shard_id`` column first."""
-    return pa.concat_tables([table.add_column(0, "shard_id", pa.array(np.full(table.num_rows, shard_id, np.int32)))
-                             for shard_id, table in tables])
 
 
 def _done_checksums(con, checksums: list[str]) -> dict[str, int]:
@@ -229,7 +224,7 @@ def _done_checksums(con, checksums: list[str]) -> dict[str, int]:
     return dict(rows)
 
 
-def _update_shards(con, shards: list[ShardOutput], statuses: list[tuple[str, int | None]]) -> None:
+def _update_shards(con, shards: list[MappedFile], statuses: list[tuple[str, int | None]]) -> None:
     now = storage.utc_now()
     updates = pa.table({
         "shard_id": pa.array([shard.shard_id for shard in shards], pa.int32()),
@@ -260,28 +255,6 @@ def record_failure(con, shard_id: int, error: str) -> None:
     lines = [line for line in error.strip().splitlines() if line.strip()]
     con.execute("UPDATE shards SET status = 'failed', error = ?, scanned_at = ? WHERE shard_id = ?",
                 [lines[-1] if lines else error, storage.utc_now(), shard_id])
-
-
-def _insert_counts(con, shards: list[ShardOutput]) -> None:
-    """The non-zero counts of every shard: one insert per table."""
-    for table, columns, field in (("shard_form_counts", ("form_id",), "n_form"),
-                                  ("shard_term_counts", ("term_id",), "n_term"),
-                                  ("shard_pair_counts", ("word_term_id", "group_term_id"), "n_pair")):
-        _insert_arrow(con, table, pa.concat_tables([_nonzero(shard.shard_id, getattr(shard.counts, field), columns)
-                                                    for shard in shards]))
-    _insert_arrow(con, "shard_sketches", pa.table({
-        "shard_id": pa.array([shard.shard_id for shard in shards], pa.int32()),
-        "registers": pa.array([shard.counts.sketch.tobytes() for shard in shards], pa.binary())}))
-
-
-def _nonzero(shard_id: int, array: np.ndarray, columns: tuple[str, ...]) -> pa.Table:
-    index = np.nonzero(array)
-    frame = {"shard_id": np.full(len(index[0]), shard_id, np.int32)}
-    frame |= {name: idx.astype(np.int32) for name, idx in zip(columns, index)}
-    if "group_term_id" in frame:  # n_pair columns are groups: term id = n_words + column
-        frame["group_term_id"] += np.int32(array.shape[0])
-    frame["n"] = array[index].astype(np.int64)
-    return pa.table(frame)
 
 
 def _insert_arrow(con, table: str, data: pa.Table) -> None:

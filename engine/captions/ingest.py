@@ -1,0 +1,106 @@
+"""The driver's side of a scan: mapped tasks into the database, in file order, as they finish.
+
+A task (engine.captions.staging) is a group of consecutive files. It goes into the database once
+it and every task before it have finished mapping, so duplicate files resolve alike in every
+run. Finished tasks wait until their staged rows are worth a transaction (DuckDB writes large
+appends straight to the database file, small ones twice: log, then checkpoint), then a commit
+group of them is written in one transaction with the files' statuses, and their staged files are
+removed after the commit: a crash before it ingests them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.captions import staging, store
+from engine.captions.evidence import ExampleFrontier
+from engine.captions.shards import Source
+
+log = logging.getLogger(__name__)
+
+COMMIT_BYTES = 64 << 20  # staged rows per transaction: bounds the driver's memory
+INGEST_BYTES = 16 << 20  # staged rows worth a transaction (about 8 LAION files of 250,000)
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    files: list[tuple[int, Source]]  # (shard id, source), consecutive in scan order
+
+
+class InOrderIngest:
+    def __init__(self, con, staging_dir: Path, tasks: list[Task], frontier: ExampleFrontier):
+        self.con, self.staging, self.tasks, self.frontier = con, staging_dir, tasks, frontier
+        self.outcomes: dict[str, tuple[dict | None, str | None]] = {}  # task id -> (stats, error)
+        self.staged_bytes = 0  # of the finished tasks not yet in the database
+        self.next = 0  # tasks[:next] are in the database
+        self.statuses: dict[str, int] = {}
+
+    def finished(self, task_id: str, stats: dict | None, error: str | None) -> None:
+        """engine.batch's on_result: a task's outcome (its stats, or the error that stopped it)."""
+        self.outcomes[task_id] = (stats, error)
+        self.staged_bytes += staging.staged_bytes(self.staging, task_id)
+
+    def ready(self, in_flight: int | None = None) -> None:
+        """Ingest the tasks that can go in. With ``in_flight``, only once they are worth a
+        transaction: about ``INGEST_BYTES`` staged, or at most ``in_flight`` tasks still mapping
+        (the last ones then go in while those finish)."""
+        end = self.next
+        while end < len(self.tasks) and self.tasks[end].task_id in self.outcomes:
+            end += 1
+        waiting = in_flight is not None and len(self.tasks) - end > in_flight
+        if end == self.next or (waiting and self.staged_bytes < INGEST_BYTES):
+            return
+        for group in _commit_groups(self.staging, self.tasks[self.next:end]):
+            self._ingest(group)
+        self.next = end
+
+    def _ingest(self, group: list[Task]) -> None:
+        mapped, failed, tables = [], [], []
+        for task in group:
+            stats, error = self.outcomes.pop(task.task_id)
+            per_file = stats["files"] if error is None else {}
+            for shard_id, source in task.files:
+                outcome = per_file.get(str(shard_id), {"error": error or "not mapped"})
+                if "error" in outcome:
+                    failed.append((shard_id, source, outcome["error"]))
+                else:
+                    mapped.append(store.MappedFile(shard_id, source.path, outcome))
+            if error is None:
+                tables.append(staging.read_staged(self.staging, task.task_id))
+        with store.transaction(self.con):
+            if mapped:
+                stacked = {name: pa.concat_tables([t[name] for t in tables]) for name in store.SHARD_TABLES}
+                for status in store.ingest(self.con, mapped, stacked, self.frontier):
+                    self._count(status)
+            for shard_id, source, error in failed:
+                store.record_failure(self.con, shard_id, error)
+                log.warning("%s failed: %s", source.path, _last_line(error))
+                self._count("failed")
+        for task in group:
+            self.staged_bytes -= staging.staged_bytes(self.staging, task.task_id)
+            staging.remove_staged(self.staging, task.task_id)
+
+    def _count(self, status: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+def _commit_groups(staging_dir: Path, tasks: list[Task]) -> list[list[Task]]:
+    """Consecutive tasks whose staged rows add up to about ``COMMIT_BYTES``: one transaction
+    each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
+    groups, size = [[]], 0
+    for task in tasks:
+        size += staging.staged_bytes(staging_dir, task.task_id)
+        groups[-1].append(task)
+        if size >= COMMIT_BYTES:
+            groups, size = groups + [[]], 0
+    return [group for group in groups if group]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
