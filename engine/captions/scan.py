@@ -43,7 +43,7 @@ class ScanConfig:
     taxonomy: str = "sobit"
     lexicon: str = "default"
     exact_forms: bool = False
-    workers: int = 0  # local processes, each mapping one file at a time; 0: one per CPU and file
+    workers: int = 0  # local processes, each mapping one file at a time; 0: one per CPU and task
     threads: int = 0  # matching threads per file; 0: the CPUs divided among the workers
     executor: batch.ExecutorOptions = field(default_factory=batch.ExecutorOptions)
     examples_per_pair: int = 3

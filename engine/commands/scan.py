@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
                         help="match only the forms written in the files (no plurals)")
     parser.add_argument("--workers", type=int, default=0,
                         help="local processes, each scanning one file at a time (default: one per "
-                             "CPU, at most one per file)")
+                             "CPU, at most one per map task of files)")
     parser.add_argument("--threads", type=int, default=0,
                         help="matching threads per file (default: the CPUs left to each worker)")
     parser.add_argument("--examples", type=int, default=3, metavar="N",
