@@ -14,7 +14,9 @@ captions resampled from the real LAION sample (benchmarks/build_caption_corpus.p
 
 The throughput ratio is also measured at scale (``--scale-rows``, 50M captions: DuckDB's read
 and the scan of the same 200 files, in the same process as the 5M run), where the fixed start
-and finish of a scan (terms, database, reduce: about 0.4 s) weigh ten times less.
+and finish of a scan (terms, database, reduce: about 0.4 s) weigh ten times less; and on small
+files (``--small-rows``, 2M captions in files of 10,000 rows, the size of img2dataset's shards),
+where the cost per file shows.
 
 The scan is ``engine.captions.scan.run_scan`` end to end (read, match, ingest into a new DuckDB
 file, reduce, write the outputs) with its default parallelism (one worker process per CPU). A
@@ -24,7 +26,7 @@ include all start-up. The LAION-2B-en estimate is 2.32e9 captions at the measure
 uses the CPU time of the whole process tree.
 
     python benchmarks/bench_scan.py                 # 5M throughput + 5M/50M memory
-    python benchmarks/bench_scan.py --no-memory     # throughput only (5M and 50M)
+    python benchmarks/bench_scan.py --no-memory     # throughput only (5M, 50M, small files)
     python benchmarks/bench_scan.py --no-memory --no-scale   # 5M throughput only
 """
 
@@ -51,10 +53,11 @@ from build_caption_corpus import SAMPLE, build  # noqa: E402
 LAION_2B_EN = 2_320_000_000
 
 
-def corpus(root: Path, rows: int) -> Path:
-    path = root / f"captions-{rows // 1_000_000}m"
+def corpus(root: Path, rows: int, rows_per_file: int = 250_000) -> Path:
+    suffix = "" if rows_per_file == 250_000 else f"-{rows_per_file // 1000}k"
+    path = root / f"captions-{rows // 1_000_000}m{suffix}"
     started = time.perf_counter()
-    build(path, rows, 250_000, seed=0, duplicates=0.35, replace=0.3)
+    build(path, rows, rows_per_file, seed=0, duplicates=0.35, replace=0.3)
     print(f"corpus {path}: ready in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -192,8 +195,9 @@ def main() -> None:
     parser.add_argument("--python-rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=2, help="best of N for the scan and the loop")
     parser.add_argument("--scale-rows", type=int, default=50_000_000)
+    parser.add_argument("--small-rows", type=int, default=2_000_000, help="captions in 10,000-row files")
     parser.add_argument("--no-memory", action="store_true", help="skip the 5M/50M memory runs")
-    parser.add_argument("--no-scale", action="store_true", help="skip the throughput ratio at --scale-rows")
+    parser.add_argument("--no-scale", action="store_true", help="skip the throughput ratios at --scale-rows and on small files")
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     small = corpus(args.root, args.rows)
@@ -209,6 +213,10 @@ def main() -> None:
             large = corpus(args.root, args.scale_rows)
             large_duck = duckdb_read(sorted(str(p) for p in large.glob("*.parquet")), repeats=2)
             large_scan = timed_scan([str(large)], Path(work) / "scan-scale")
+            shards = corpus(args.root, args.small_rows, rows_per_file=10_000)
+            shards_duck = duckdb_read(sorted(str(p) for p in shards.glob("*.parquet")))
+            shards_scan = min((timed_scan([str(shards)], Path(work) / f"scan-small-{i}") for i in range(args.repeats)),
+                              key=lambda s: s["seconds"])
     import polars as pl
 
     sample = pl.read_parquet(files[0], columns=["TEXT"])["TEXT"].fill_null("").head(args.python_rows).to_list()
@@ -235,6 +243,9 @@ def main() -> None:
             "scale_ratio_to_duckdb": large_rate / (large_scan["captions"] / large_duck),
             "scale_laion2b_en_hours": LAION_2B_EN / large_rate / 3600,
             "scale_laion2b_en_core_hours": LAION_2B_EN / (large_scan["captions"] / large_scan["cpu_seconds"]) / 3600,
+            "small_files_captions": shards_scan["captions"], "small_files_scan_seconds": shards_scan["seconds"],
+            "small_files_captions_per_s": shards_scan["captions"] / shards_scan["seconds"],
+            "small_files_ratio_to_duckdb": shards_duck / shards_scan["seconds"],
         }
     print(json.dumps(results, indent=2), flush=True)
     if not args.no_memory:
