@@ -94,9 +94,7 @@ def run_scan(config: ScanConfig) -> dict:
             "lexicon": described["lexicon"]["name"], "exact_forms": str(config.exact_forms)})
         todo = store.register(con, sources)
         log.info("%d source files, %d to scan", len(sources), len(todo))
-        con.execute("SET threads = 1")  # inserts beside the busy map workers: no thread hand-offs
         ingested = _map_and_ingest(con, todo, termset.compile(), config)
-        con.execute("RESET threads")  # the reduce has the machine to itself
         described["sources"] = {"specs": list(config.sources), "files": len(sources),
                                 "scanned_now": ingested, "ignored": ignored}
         described["db"] = str(Path(config.db).resolve())
@@ -170,20 +168,30 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
         for start in range(0, len(tasks), CLUSTER_ROUND_TASKS):
             map_tasks(tasks[start:start + CLUSTER_ROUND_TASKS], ingest.finished)
             ingest.ready()
-        return _finish(staging_path, ingest.statuses)
+    else:
+        con.execute("SET threads = 1")  # inserts beside local workers that use every core: no hand-offs
+        _stream(lambda on_result: map_tasks(tasks, on_result), ingest, in_flight=workers)
+        con.execute("RESET threads")  # the reduce has the machine to itself
+    return _finish(staging_path, ingest.statuses)
+
+
+def _stream(map_all, ingest: InOrderIngest, in_flight: int) -> None:
+    """Run ``map_all(on_result)`` in a background thread and ingest here as tasks finish: all
+    that finished while the last ingest ran go in together."""
     finished: queue.SimpleQueue = queue.SimpleQueue()
     with ThreadPoolExecutor(1, thread_name_prefix="caption-map") as mapper:
-        mapping = mapper.submit(map_tasks, tasks, lambda *outcome: finished.put(outcome))
+        mapping = mapper.submit(map_all, lambda *outcome: finished.put(outcome))
         mapping.add_done_callback(lambda _: finished.put(None))
-        while (outcome := finished.get()) is not None:
-            ingest.finished(*outcome)
-            while not finished.empty() and (outcome := finished.get()) is not None:
-                ingest.finished(*outcome)  # all that finished meanwhile go in one ingest
-            ingest.ready(in_flight=workers if outcome is not None else None)
-            if outcome is None:
-                break
+        running = True
+        while running:
+            outcomes = [finished.get()]
+            while outcomes[-1] is not None and not finished.empty():
+                outcomes.append(finished.get())
+            running = outcomes[-1] is not None
+            for outcome in outcomes[:len(outcomes) - (not running)]:
+                ingest.finished(*outcome)
+            ingest.ready(in_flight=in_flight if running else None)
         mapping.result()  # the runner's own error, if any
-    return _finish(staging_path, ingest.statuses)
 
 
 def _finish(staging_path: Path, statuses: dict[str, int]) -> dict[str, int]:
