@@ -167,6 +167,18 @@ def test_examples_are_the_first_distinct_captions_over_all_files(tmp_path):
         assert len(expected) == 3
 
 
+def test_more_examples_than_the_database_kept_are_refused(tmp_path):
+    """Each file kept --examples candidates per pair when it was scanned: asking for more later
+    could not be answered exactly, so it is refused; fewer is fine."""
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_A)
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"], examples_per_pair=2))
+    with pytest.raises(InputError, match="keeps 2 example captions"):
+        run_scan(config(tmp_path, [tmp_path / "c.parquet"], examples_per_pair=3))
+    run_scan(config(tmp_path, [tmp_path / "c.parquet"], examples_per_pair=1))
+    examples = pl.read_parquet(tmp_path / "out" / "examples.parquet")
+    assert examples.height and examples["rank"].max() == 1
+
+
 def test_a_database_from_an_earlier_format_is_refused(tmp_path):
     import duckdb
 

@@ -91,7 +91,8 @@ def run_scan(config: ScanConfig) -> dict:
     try:
         store.prepare(con, termset, {
             "terms_sha256": termset.sha256, "taxonomy": described["taxonomy"]["name"],
-            "lexicon": described["lexicon"]["name"], "exact_forms": str(config.exact_forms)})
+            "lexicon": described["lexicon"]["name"], "exact_forms": str(config.exact_forms),
+            "examples_per_pair": str(config.examples_per_pair)})
         todo = store.register(con, sources)
         log.info("%d source files, %d to scan", len(sources), len(todo))
         ingested = _map_and_ingest(con, todo, termset.compile(), config)

@@ -3,7 +3,8 @@
 Tables (created on first use):
 
 - ``scan_config(key, value)``: the matching configuration the counts belong to (terms hash,
-  taxonomy and lexicon names and hashes, exact forms). A database holds one configuration.
+  taxonomy and lexicon names and hashes, exact forms, example candidates kept per pair and file).
+  A database holds one configuration.
 - ``terms``, ``forms``, ``form_terms``, ``word_categories``: the terms (engine.captions.terms).
 - ``shards``: one row per source file: path, kind, covers (the tar an img2dataset parquet stands
   for), size, mtime_ns, checksum (xxh3_128 of the bytes), status (pending | done | failed | duplicate), error,
@@ -102,7 +103,8 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str = "5
 
 
 def prepare(con, termset, config: dict[str, str]) -> None:
-    """Record the terms on first use; refuse a database scanned with other terms."""
+    """Record the terms on first use; refuse a database scanned with other terms, or one that
+    kept fewer example candidates than ``config["examples_per_pair"]`` asks for."""
     stored = dict(con.execute("SELECT key, value FROM scan_config").fetchall())
     config = config | {"db_format": DB_FORMAT}
     if stored and stored.get("db_format") != DB_FORMAT:
@@ -114,6 +116,10 @@ def prepare(con, termset, config: dict[str, str]) -> None:
             f"{stored.get('taxonomy')!r}, lexicon {stored.get('lexicon')!r}, exact forms "
             f"{stored.get('exact_forms')}); scan into a new --db file, or use the same --taxonomy, "
             "--lexicon and --exact-forms as before")
+    kept, asked = int(stored.get("examples_per_pair", 0)), int(config["examples_per_pair"])
+    if stored and "examples_per_pair" in stored and asked > kept:
+        raise InputError(f"this database keeps {kept} example captions per word x group from each file, "
+                         f"fewer than --examples {asked}; use --examples {kept} or less, or a new --db file")
     if stored:
         return
     with transaction(con):
