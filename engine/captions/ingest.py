@@ -33,6 +33,8 @@ class Task:
 
 
 class InOrderIngest:
+    """Finished tasks (``finished``) into the database in task order (``ready``)."""
+
     def __init__(self, con, staging_dir: Path, tasks: list[Task], frontier: ExampleFrontier):
         self.con, self.staging, self.tasks, self.frontier = con, staging_dir, tasks, frontier
         self.outcomes: dict[str, tuple[dict | None, str | None]] = {}  # task id -> (stats, error)
