@@ -233,6 +233,7 @@ def _join(ray, address: str | None, workers: int) -> None:
     try:
         ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
+        ray.shutdown()  # a failed ray:// join leaves client mode on, and the next ray.init would fail
         raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     _SESSION.key = key
     if not _SESSION.exit_hook:

@@ -13,6 +13,23 @@ from helpers_batch import compute_shard, make_tasks, outputs
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'vlaudit[ray]')")
 
 
+def test_a_failed_join_is_a_clear_error_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A ray:// address nobody answers (Ray client gives up after 30 s): a clear error, and the
+    process is left as it was, so a later job can still start or join a cluster."""
+    from engine import ray_executor
+    from engine.errors import InputError
+    from helpers_ray import free_port
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    options = batch.ExecutorOptions(engine="ray", ray_address=f"ray://127.0.0.1:{free_port()}")
+    with pytest.raises(InputError, match="cannot join the Ray cluster"):
+        batch.run_shards(make_tasks(1, tmp_path / "m"), compute_shard, tmp_path / "out", executor=options,
+                         progress=False)
+    assert not ray.is_initialized() and not ray_executor._SESSION.key
+    from ray._private import client_mode_hook
+    assert not client_mode_hook.is_client_mode_enabled
+
+
 def test_a_cluster_started_for_the_run_gives_the_local_outputs(tmp_path, monkeypatch):
     from engine import ray_executor
 
