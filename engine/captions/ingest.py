@@ -38,14 +38,16 @@ class InOrderIngest:
     def __init__(self, con, staging_dir: Path, tasks: list[Task], frontier: ExampleFrontier):
         self.con, self.staging, self.tasks, self.frontier = con, staging_dir, tasks, frontier
         self.outcomes: dict[str, tuple[dict | None, str | None]] = {}  # task id -> (stats, error)
-        self.staged_bytes = 0  # of the finished tasks not yet in the database
+        self.sizes: dict[str, int] = {}  # task id -> bytes staged, for the finished tasks not yet in
+        self.staged_bytes = 0  # their sum
         self.next = 0  # tasks[:next] are in the database
         self.statuses: dict[str, int] = {}
 
     def finished(self, task_id: str, stats: dict | None, error: str | None) -> None:
         """engine.batch's on_result: a task's outcome (its stats, or the error that stopped it)."""
         self.outcomes[task_id] = (stats, error)
-        self.staged_bytes += staging.staged_bytes(self.staging, task_id)
+        self.sizes[task_id] = staging.staged_bytes(self.staging, task_id)
+        self.staged_bytes += self.sizes[task_id]
 
     def ready(self, in_flight: int | None = None) -> None:
         """Ingest the tasks that can go in. With ``in_flight``, only once they are worth a
@@ -57,7 +59,7 @@ class InOrderIngest:
         waiting = in_flight is not None and len(self.tasks) - end > in_flight
         if end == self.next or (waiting and self.staged_bytes < INGEST_BYTES):
             return
-        for group in _commit_groups(self.staging, self.tasks[self.next:end]):
+        for group in self._commit_groups(self.tasks[self.next:end]):
             self._ingest(group)
         self.next = end
 
@@ -80,29 +82,22 @@ class InOrderIngest:
                 for status in store.ingest(self.con, mapped, stacked, self.frontier):
                     self._count(status)
             for shard_id, source, error in failed:
-                store.record_failure(self.con, shard_id, error)
-                log.warning("%s failed: %s", source.path, _last_line(error))
+                log.warning("%s failed: %s", source.path, store.record_failure(self.con, shard_id, error))
                 self._count("failed")
         for task in group:
-            self.staged_bytes -= staging.staged_bytes(self.staging, task.task_id)
+            self.staged_bytes -= self.sizes.pop(task.task_id)
             staging.remove_staged(self.staging, task.task_id)
+
+    def _commit_groups(self, tasks: list[Task]) -> list[list[Task]]:
+        """Consecutive tasks whose staged rows add up to about ``COMMIT_BYTES``: one transaction
+        each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
+        groups, size = [[]], 0
+        for task in tasks:
+            size += self.sizes[task.task_id]
+            groups[-1].append(task)
+            if size >= COMMIT_BYTES:
+                groups, size = groups + [[]], 0
+        return [group for group in groups if group]
 
     def _count(self, status: str) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
-
-
-def _commit_groups(staging_dir: Path, tasks: list[Task]) -> list[list[Task]]:
-    """Consecutive tasks whose staged rows add up to about ``COMMIT_BYTES``: one transaction
-    each (DuckDB holds what a transaction inserts until it commits, so this bounds memory)."""
-    groups, size = [[]], 0
-    for task in tasks:
-        size += staging.staged_bytes(staging_dir, task.task_id)
-        groups[-1].append(task)
-        if size >= COMMIT_BYTES:
-            groups, size = groups + [[]], 0
-    return [group for group in groups if group]
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text

@@ -257,10 +257,13 @@ def _update_shards(con, shards: list[MappedFile], statuses: list[tuple[str, int 
         con.unregister("_updates")
 
 
-def record_failure(con, shard_id: int, error: str) -> None:
+def record_failure(con, shard_id: int, error: str) -> str:
+    """Mark a shard failed with the last line of its error (a traceback's message); return it."""
     lines = [line for line in error.strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else error
     con.execute("UPDATE shards SET status = 'failed', error = ?, scanned_at = ? WHERE shard_id = ?",
-                [lines[-1] if lines else error, storage.utc_now(), shard_id])
+                [message, storage.utc_now(), shard_id])
+    return message
 
 
 def _insert_arrow(con, table: str, data: pa.Table) -> None:
