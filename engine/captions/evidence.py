@@ -10,7 +10,7 @@ among those already stored, can never be chosen, whatever files come later. ``Ex
 keeps each pair's first N distinct (position, hash) over the stored candidates and admits a new
 candidate only if it enters them. Once the first files of a corpus have filled most pairs,
 nearly every later candidate is dropped (one vectorised comparison) before it reaches the
-database.
+database; the rest are merged into their pairs with a few sorts, never one by one.
 """
 
 from __future__ import annotations
@@ -55,22 +55,39 @@ class ExampleFrontier:
         ranks = np.array([self.ranks[paths[int(i)]] for i in ids], np.int64)[np.searchsorted(ids, shards)]
         positions = (ranks << ROW_BITS) | rows
         full = self.count[words, groups] >= self.depth
-        keep = ~(full & (positions > self.positions[words, groups, self.depth - 1]))
-        maybe = np.flatnonzero(keep)
-        for i in maybe[np.lexsort((positions[maybe], groups[maybe], words[maybe]))].tolist():
-            keep[i] = self._offer(words[i], groups[i], int(positions[i]), int(hashes[i]))
+        maybe = np.flatnonzero(~(full & (positions > self.positions[words, groups, self.depth - 1])))
+        keep = np.zeros(candidates.num_rows, bool)
+        keep[self._enter(words[maybe] * self.count.shape[1] + groups[maybe], positions[maybe], hashes[maybe],
+                         maybe)] = True
         return candidates.filter(pa.array(keep))
 
-    def _offer(self, word: int, group: int, position: int, caption_hash: int) -> bool:
-        """Put a candidate into its pair's first ``depth`` distinct; True if it is there now."""
-        n = self.count[word, group]
-        entries = list(zip(self.positions[word, group, :n].tolist(), self.hashes[word, group, :n].tolist()))
-        seen, first = set(), []
-        for entry in sorted(entries + [(position, caption_hash)]):  # each hash at its first position
-            if entry[1] not in seen and len(first) < self.depth:
-                seen.add(entry[1])
-                first.append(entry)
-        self.count[word, group] = len(first)
-        for k, (kept_position, kept_hash) in enumerate(first):
-            self.positions[word, group, k], self.hashes[word, group, k] = kept_position, kept_hash
-        return (position, caption_hash) in first
+    def _enter(self, pairs, positions, hashes, index) -> np.ndarray:
+        """Merge candidates (flat pair index, position, hash, their ``index``) into the stored
+        first ``depth`` distinct of their pairs, all at once; return the ``index`` of those now
+        there. The same as offering them one by one in position order: a candidate can only
+        push out entries after it."""
+        if not len(index):
+            return index
+        counts = self.count.reshape(self.count.size)  # views: pair index = word * groups + group
+        stored_pos, stored_hash = self.positions.reshape(counts.size, -1), self.hashes.reshape(counts.size, -1)
+        touched = np.unique(pairs)
+        n = counts[touched]
+        old_pairs = np.repeat(touched, n)
+        slots = np.arange(len(old_pairs)) - np.repeat(np.cumsum(n) - n, n)
+        pairs = np.concatenate([old_pairs, pairs])
+        positions = np.concatenate([stored_pos[old_pairs, slots], positions])
+        hashes = np.concatenate([stored_hash[old_pairs, slots], hashes])
+        index = np.concatenate([np.full(len(old_pairs), -1, np.int64), index])
+        by_hash = np.lexsort((positions, hashes, pairs))  # each hash at its first position in its pair
+        p, h = pairs[by_hash], hashes[by_hash]
+        first = np.r_[True, (p[1:] != p[:-1]) | (h[1:] != h[:-1])]
+        distinct = by_hash[first]
+        ordered = distinct[np.lexsort((positions[distinct], pairs[distinct]))]
+        p = pairs[ordered]
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        rank = np.arange(len(ordered)) - np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))
+        chosen, rank = ordered[rank < self.depth], rank[rank < self.depth]
+        counts[touched] = np.bincount(pairs[chosen], minlength=len(counts))[touched]
+        stored_pos[pairs[chosen], rank] = positions[chosen]
+        stored_hash[pairs[chosen], rank] = hashes[chosen]
+        return index[chosen][index[chosen] >= 0]
