@@ -161,26 +161,68 @@ def executor_options(args: argparse.Namespace) -> ExecutorOptions:
 
 
 def _local(tasks, work, out_dir, *, workers: int, retries: int, **_) -> Iterable[tuple]:
+    """Tasks in this process (one worker) or in a process pool. When a worker dies the pool is
+    gone; the shards that had started then run again one at a time, so a shard that kills its
+    worker (a poison input, memory) fails alone; those still queued run in parallel again."""
     if workers <= 1:
         for task in tasks:
             yield run_with_retries(task, work, out_dir, retries)
         return
     pending = list(tasks)
-    for _attempt in range(WORKER_DEATH_RETRIES + 1):
-        futures = {_process_pool(workers).submit(run_with_retries, t, work, out_dir, retries): t
-                   for t in pending}
-        pending = []
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool:  # a worker died (killed, out of memory): the pool is gone
-                pending.append(futures[future])
+    for _round in range(WORKER_DEATH_RETRIES + 1):
+        unfinished = yield from _pool_round(pending, work, out_dir, workers, retries)
+        if not unfinished:
+            return
+        started = [task for task in unfinished if _started_marker(out_dir, task).exists()]
+        pending = [task for task in unfinished if not _started_marker(out_dir, task).exists()]
+        log.warning("a worker process died; running the %d shards it may have been running again, "
+                    "one at a time", len(started))
+        for task in started:
+            yield _alone(task, work, out_dir, workers, retries)
         if not pending:
             return
-        _drop_pool()
-        log.warning("a worker process died; running %d unfinished shards again", len(pending))
     for task in pending:
-        yield task.shard_id, None, f"worker processes died {WORKER_DEATH_RETRIES + 1} times running it"
+        yield task.shard_id, None, f"worker processes died {WORKER_DEATH_RETRIES + 1} times while it waited"
+
+
+def _pool_round(tasks, work, out_dir, workers: int, retries: int):
+    """Yield the outcome of each task the pool finishes; return those lost when a worker died."""
+    futures = {_process_pool(workers).submit(_run_marked, task, work, out_dir, retries): task for task in tasks}
+    lost = set()
+    for future in as_completed(futures):
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            lost.add(futures[future].shard_id)
+    if lost:
+        _drop_pool()
+    return [task for task in tasks if task.shard_id in lost]  # in task order
+
+
+def _alone(task, work, out_dir, workers: int, retries: int) -> tuple:
+    """Run one task by itself in the pool, again each time its worker dies."""
+    for _attempt in range(WORKER_DEATH_RETRIES):
+        try:
+            return _process_pool(workers).submit(_run_marked, task, work, out_dir, retries).result()
+        except BrokenProcessPool:
+            _drop_pool()
+    _started_marker(out_dir, task).unlink(missing_ok=True)
+    return task.shard_id, None, f"worker processes died {WORKER_DEATH_RETRIES + 1} times running it"
+
+
+def _run_marked(task, work, out_dir, retries: int):
+    """``run_with_retries`` in a pool worker, with a marker file while it runs: after a worker
+    died, the tasks with a marker are those it may have been running."""
+    marker = _started_marker(out_dir, task)
+    marker.touch()
+    try:
+        return run_with_retries(task, work, out_dir, retries)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _started_marker(out_dir, task) -> Path:
+    return Path(out_dir) / f".{task.shard_id}.started"
 
 
 _POOL: dict[int, ProcessPoolExecutor] = {}  # one pool per process, reused by later jobs
@@ -226,8 +268,9 @@ def _record(report: JobReport, out_dir: Path, shard_id: str, stats, error, desc:
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files of writers killed mid-write (storage.atomic_path names); all tasks are over."""
-    for leftover in out_dir.glob(".*.tmp"):
+    """Temporary files of writers killed mid-write (storage.atomic_path names) and markers of
+    tasks whose worker died (_run_marked); all tasks are over."""
+    for leftover in [*out_dir.glob(".*.tmp"), *out_dir.glob(".*.started")]:
         if leftover.is_file():
             leftover.unlink(missing_ok=True)
 

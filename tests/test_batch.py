@@ -125,6 +125,23 @@ def test_a_pool_worker_killed_mid_job_still_gives_the_complete_identical_result(
     assert attempts(markers, "shard-002") == 2
 
 
+def test_a_shard_that_always_kills_its_worker_fails_alone(tmp_path):
+    """Shards running beside it when it kills the pool run again one at a time, and the queued
+    ones in parallel: none of them is blamed for its deaths."""
+    run(make_tasks(6, tmp_path / "m1"), tmp_path / "serial")
+    markers = tmp_path / "m2"
+    slow = {i: 0.3 for i in range(6) if i != 1}  # in flight when shard 1 dies
+    report = run(make_tasks(6, markers, die_times={1: 99}, delay=slow), tmp_path / "pool", workers=2)
+    assert list(report.failed) == ["shard-001"]
+    assert "died 4 times running it" in report.failed["shard-001"]
+    assert attempts(markers, "shard-001") == batch.WORKER_DEATH_RETRIES + 1
+    assert sorted(report.done) == [f"shard-{i:03d}" for i in range(6) if i != 1]
+    serial = {k: v for k, v in outputs(tmp_path / "serial").items() if "001" not in k}
+    assert {k: v for k, v in outputs(tmp_path / "pool").items() if "001" not in k} == serial
+    assert all(attempts(markers, f"shard-{i:03d}") <= 2 for i in slow)
+    assert not list((tmp_path / "pool").glob(".*"))  # no markers or temporaries left
+
+
 def test_pool_workers_load_their_model_once_and_serve_later_jobs(tmp_path):
     markers = tmp_path / "markers"
     run(make_tasks(6, markers), tmp_path / "first", workers=2)
