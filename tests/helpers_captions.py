@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
@@ -73,6 +74,16 @@ def laion_parquet(path: Path, captions: Sequence[str | None], column: str = "TEX
     urls = [f"{base_url}/{path.stem}/{i}.jpg" for i in range(len(captions))]
     pl.DataFrame({url_column: urls, column: list(captions)}).write_parquet(path)
     return path
+
+
+def scan_task_killed_by_poison(task, out_dir):
+    """engine.captions.staging.scan_task in a worker that a file named ``*poison*`` kills
+    (SIGKILL, as a crash or the out-of-memory killer would), whatever else its task holds."""
+    from engine.captions.staging import scan_task
+
+    if any("poison" in Path(source.path).name for _, source in task.payload[0]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return scan_task(task, out_dir)
 
 
 def webdataset_tar(path: Path, samples: Sequence[dict]) -> Path:

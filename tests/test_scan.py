@@ -114,6 +114,30 @@ def test_rescans_skip_finished_files_pick_up_new_and_changed_ones(tmp_path):
     assert run_scan(config(tmp_path, [data / "*.parquet"]))["sources"]["scanned_now"] == {}
 
 
+def test_a_file_that_kills_its_worker_fails_alone_not_its_group(tmp_path, monkeypatch):
+    """Small files are mapped in groups; when a worker dies on a group, its files are mapped
+    again one per task: only the file at fault is recorded failed, the rest are counted."""
+    from engine import batch
+    from engine.captions import scan, staging
+    from helpers_captions import scan_task_killed_by_poison
+
+    data = tmp_path / "data"
+    data.mkdir()
+    corpus = [CAPTIONS_A[:4], CAPTIONS_A[4:8], ["a nurse and a woman"] * 3, CAPTIONS_B[:3], CAPTIONS_B[3:]]
+    names = ["part-0", "part-1", "part-2-poison", "part-3", "part-4"]
+    paths = [laion_parquet(data / f"{name}.parquet", captions) for name, captions in zip(names, corpus)]
+    monkeypatch.setattr(scan, "TASK_BYTES", sum(p.stat().st_size for p in paths[:3]))  # [0, 1, 2] [3, 4]
+    monkeypatch.setattr(staging, "scan_task", scan_task_killed_by_poison)
+    monkeypatch.setattr(batch, "WORKER_DEATH_RETRIES", 1)  # fewer deaths, each a new pool: a faster test
+    manifest = run_scan(config(tmp_path, [data], workers=2))
+    assert manifest["sources"]["scanned_now"] == {"done": 4, "failed": 1}
+    shards = pl.read_parquet(tmp_path / "out" / "shards.parquet")
+    assert shards.filter(status="failed")["path"].to_list() == [str(paths[2])]
+    assert "worker processes died" in shards.filter(status="failed")["error"][0]
+    assert_matches_oracle(tmp_path / "out", [c or "" for i, captions in enumerate(corpus) if i != 2 for c in captions])
+    assert not (tmp_path / "scan.duckdb.staging").exists()
+
+
 def test_a_database_keeps_one_term_configuration(tmp_path):
     laion_parquet(tmp_path / "c.parquet", CAPTIONS_B)
     run_scan(config(tmp_path, [tmp_path / "c.parquet"]))

@@ -42,6 +42,7 @@ class InOrderIngest:
         self.staged_bytes = 0  # their sum
         self.next = 0  # tasks[:next] are in the database
         self.statuses: dict[str, int] = {}
+        self.failed_groups: list[Task] = []  # tasks of several files that failed as a whole
 
     def finished(self, task_id: str, stats: dict | None, error: str | None) -> None:
         """engine.batch's on_result: a task's outcome (its stats, or the error that stopped it)."""
@@ -76,6 +77,8 @@ class InOrderIngest:
                     mapped.append(store.MappedFile(shard_id, source.path, outcome))
             if error is None:
                 tables.append(staging.read_staged(self.staging, task.task_id))
+            elif len(task.files) > 1:
+                self.failed_groups.append(task)
         with store.transaction(self.con):
             if mapped:
                 stacked = {name: pa.concat_tables([t[name] for t in tables]) for name in store.SHARD_TABLES}
@@ -87,6 +90,12 @@ class InOrderIngest:
         for task in group:
             self.staged_bytes -= self.sizes.pop(task.task_id)
             staging.remove_staged(self.staging, task.task_id)
+
+    def requeue(self, tasks: list[Task]) -> None:
+        """Map ``tasks`` after the others: the files of the failed groups, one task each. Their
+        failures so far are not counted; their new outcomes are."""
+        self.statuses["failed"] -= sum(len(task.files) for task in tasks)
+        self.tasks, self.failed_groups = self.tasks + tasks, []
 
     def _commit_groups(self, tasks: list[Task]) -> list[list[Task]]:
         """Consecutive tasks whose staged rows add up to about ``COMMIT_BYTES``: one transaction

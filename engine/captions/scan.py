@@ -131,12 +131,14 @@ def parallelism(config: ScanConfig, tasks: int) -> tuple[int, int]:
     return workers, 1 if config.executor.engine == "ray" else max(1, cpus // workers)
 
 
-def plan_tasks(todo: list[tuple[int, Source]]) -> list[Task]:
-    """Consecutive files grouped into map tasks of up to ``TASK_BYTES`` of source (a larger file
-    is a task alone): many small files cost the driver a few statements, not a few per file."""
+def plan_tasks(todo: list[tuple[int, Source]], task_bytes: int | None = None) -> list[Task]:
+    """Consecutive files grouped into map tasks of up to ``task_bytes`` (default ``TASK_BYTES``)
+    of source (a larger file is a task alone): many small files cost the driver a few
+    statements, not a few per file."""
+    task_bytes = TASK_BYTES if task_bytes is None else task_bytes
     groups, size = [[]], 0
     for shard_id, source in todo:
-        if groups[-1] and size + source.size > TASK_BYTES:
+        if groups[-1] and size + source.size > task_bytes:
             groups, size = groups + [[]], 0
         groups[-1].append((shard_id, source))
         size += source.size
@@ -144,24 +146,37 @@ def plan_tasks(todo: list[tuple[int, Source]]) -> list[Task]:
 
 
 def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
-    """Map the files in tasks and ingest each task, in order, while later ones still map.
-    Locally the shard runner works in a background thread and reports each task as it finishes
-    (no waiting for the slowest task of a round); a cluster client stays on the main thread,
-    mapping rounds of tasks and ingesting each round after it."""
+    """Map the files in tasks and ingest each task, in order, while later ones still map. The
+    files of a group that failed as a whole (its worker died: a file that crashes the reader,
+    memory) are then mapped one per task, so only the file at fault fails."""
     staging_path = staging_dir(config.db)
     tasks = plan_tasks(todo)
     staging.remove_other_tasks(staging_path, {task.task_id for task in tasks})
-    workers, threads = parallelism(config, len(tasks))
     frontier = ExampleFrontier.of_database(con, compiled.n_words, compiled.n_groups, config.examples_per_pair,
                                            [source.path for _, source in todo])
     ingest = InOrderIngest(con, staging_path, tasks, frontier)
+    _map_tasks(tasks, ingest, compiled, config)
+    if ingest.failed_groups:
+        singles = plan_tasks([file for task in ingest.failed_groups for file in task.files], task_bytes=0)
+        log.warning("%d file groups failed as a whole; mapping their %d files one by one",
+                    len(ingest.failed_groups), len(singles))
+        ingest.requeue(singles)
+        _map_tasks(singles, ingest, compiled, config)
+    return _finish(staging_path, ingest.statuses)
+
+
+def _map_tasks(tasks: list[Task], ingest: InOrderIngest, compiled, config: ScanConfig) -> None:
+    """Map ``tasks`` and ingest them. Locally the shard runner works in a background thread and
+    reports each task as it finishes (no waiting for the slowest task of a round); a cluster
+    client stays on the main thread, mapping rounds of tasks and ingesting each round after it."""
+    workers, threads = parallelism(config, len(tasks))
 
     def map_tasks(round_, on_result):
         for task in round_:
-            staging.drop_stale(staging_path, task.task_id, task.files)
+            staging.drop_stale(ingest.staging, task.task_id, task.files)
         shard_tasks = [batch.ShardTask(task.task_id, (task.files, compiled, threads, config.examples_per_pair))
                        for task in round_]
-        batch.run_shards(shard_tasks, staging.scan_task, staging_path, executor=config.executor,
+        batch.run_shards(shard_tasks, staging.scan_task, ingest.staging, executor=config.executor,
                          workers=min(workers, len(round_)), desc="caption file groups",
                          progress=config.progress, on_result=on_result)
 
@@ -170,10 +185,9 @@ def _map_and_ingest(con, todo, compiled, config: ScanConfig) -> dict[str, int]:
             map_tasks(tasks[start:start + CLUSTER_ROUND_TASKS], ingest.finished)
             ingest.ready()
     else:
-        con.execute("SET threads = 1")  # inserts beside local workers that use every core: no hand-offs
+        ingest.con.execute("SET threads = 1")  # inserts beside local workers that use every core: no hand-offs
         _stream(lambda on_result: map_tasks(tasks, on_result), ingest, in_flight=workers)
-        con.execute("RESET threads")  # the reduce has the machine to itself
-    return _finish(staging_path, ingest.statuses)
+        ingest.con.execute("RESET threads")  # the reduce has the machine to itself
 
 
 def _stream(map_all, ingest: InOrderIngest, in_flight: int) -> None:
