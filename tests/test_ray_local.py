@@ -47,3 +47,45 @@ def test_a_cluster_started_for_the_run_gives_the_local_outputs(tmp_path, monkeyp
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
     assert node_ips == {ray_executor.LOCAL_NODE_IP}  # loopback only
     assert not ray.is_initialized()
+
+
+class StartsOnTry:
+    """A stand-in for the ray module whose ``init`` fails until try ``works_on`` (a raylet
+    missing its start-up deadline cannot be produced on demand)."""
+
+    def __init__(self, works_on: int):
+        self.works_on, self.inits, self.shutdowns = works_on, 0, 0
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.inits < self.works_on:
+            raise Exception("The current node timed out during startup.")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def fresh_session():
+    from engine import ray_executor
+
+    session = ray_executor._Session()
+    session.exit_hook = True  # no exit hook for a stand-in
+    return session
+
+
+def test_a_cluster_for_the_run_that_fails_to_start_is_started_once_more(monkeypatch):
+    from engine import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_SESSION", fresh_session())
+    second_time = StartsOnTry(works_on=2)
+    ray_executor._join(second_time, None, workers=2)
+    assert (second_time.inits, second_time.shutdowns) == (2, 1) and ray_executor._SESSION.key == "local:2"
+    monkeypatch.setattr(ray_executor, "_SESSION", fresh_session())
+    never = StartsOnTry(works_on=99)
+    with pytest.raises(Exception, match="timed out during startup"):
+        ray_executor._join(never, None, workers=2)
+    assert (never.inits, never.shutdowns) == (ray_executor.LOCAL_START_ATTEMPTS, ray_executor.LOCAL_START_ATTEMPTS)
+    assert ray_executor._SESSION.key is None
