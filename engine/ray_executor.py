@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CPUS_PER_WORKER = 1
 STARTUP_PATIENCE_S = 120  # warn when no worker has started by then
-LOCAL_START_ATTEMPTS = 2  # a cluster started for the run that fails to come up is started once more
 # Ray swaps 127.0.0.1 for the machine's public address; on Linux any 127/8 address is loopback,
 # elsewhere Ray keeps single-machine clusters on 127.0.0.1 by itself.
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
@@ -231,18 +230,11 @@ def _join(ray, address: str | None, workers: int) -> None:
                   "num_cpus": workers if workers > 1 else None}
     else:
         kwargs = {"address": address}
-    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
-        try:
-            ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
-            break
-        except ConnectionError as exc:
-            ray.shutdown()  # a failed ray:// join leaves client mode on, and the next ray.init would fail
-            raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
-        except Exception as exc:  # e.g. a raylet that missed its start-up deadline on a busy machine
-            ray.shutdown()  # stops what did start
-            if address is not None or attempt == LOCAL_START_ATTEMPTS:
-                raise
-            log.warning("the Ray cluster for this run did not start (%s); starting it again", exc)
+    try:
+        ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        ray.shutdown()  # a failed ray:// join leaves client mode on, and the next ray.init would fail
+        raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     _SESSION.key = key
     if not _SESSION.exit_hook:
         atexit.register(disconnect)
