@@ -14,8 +14,11 @@ Files (written into a temporary directory that then replaces ``out`` whole):
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from engine import storage
@@ -34,26 +37,60 @@ COOCCURRENCE_FILES = {"unambiguous": "cooccurrence.parquet",
 def write_outputs(con, termset, out_dir: str | Path, described: dict, *, examples_per_pair: int,
                   prior_scale: float) -> dict:
     """Reduce the database into ``out_dir`` (run_scan checked it may be replaced); return the
-    manifest."""
+    manifest. Every read of the database comes first; DuckDB then checkpoints it (writes what
+    the scan logged into the file, else done when it closes) while the tables are built and written."""
     out_dir = Path(out_dir)
-    counts = reduce.totals(con)
-    n_words = termset.n_words
-    table = cooccurrence_table(termset.terms, termset.categories, reduce.term_counts(con),
-                               reduce.pair_counts(con, n_words), shared_forms(termset),
-                               counts["n_captions"], prior_scale=prior_scale)
-    tables = {name: table.filter(pl.col("variant") == variant)
-              for variant, name in COOCCURRENCE_FILES.items()}
-    tables["terms.parquet"] = form_table(termset, reduce.form_counts(con))
-    tables["examples.parquet"] = example_table(termset, reduce.examples(con, examples_per_pair))
-    tables["shards.parquet"] = reduce.shards_table(con)
-    manifest = _manifest(con, termset, described, counts, tables, prior_scale, examples_per_pair)
-    with storage.atomic_dir(out_dir) as tmp:
-        for name, frame in tables.items():
-            storage.write_parquet(tmp / name, frame)
-        manifest["outputs"] = {name: storage.sha256_file(tmp / name) for name in sorted(tables)}
-        storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
+    reduced = Reduced.of(con, termset.n_words, examples_per_pair)
+    with ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as background:
+        checkpoint = background.submit(_checkpoint, con)
+        tables = _tables(termset, reduced, prior_scale)
+        manifest = _manifest(termset, described, reduced, tables, prior_scale, examples_per_pair)
+        with storage.atomic_dir(out_dir) as tmp:
+            for name, frame in tables.items():
+                storage.write_parquet(tmp / name, frame)
+            manifest["outputs"] = {name: storage.sha256_file(tmp / name) for name in sorted(tables)}
+            storage.write_json(tmp / storage.MANIFEST_NAME, manifest)
+        checkpoint.result()
     log.info("scan outputs written to %s", out_dir)
     return manifest
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """What the outputs need from the database (engine.captions.reduce)."""
+
+    counts: dict
+    term_counts: pl.DataFrame
+    pair_counts: pl.DataFrame
+    form_counts: pl.DataFrame
+    examples: pl.DataFrame
+    shards: pl.DataFrame
+    sketch: np.ndarray | None
+    word_captions: tuple[int, int]  # captions with a word, distinct estimate
+
+    @classmethod
+    def of(cls, con, n_words: int, examples_per_pair: int) -> Reduced:
+        return cls(reduce.totals(con), reduce.term_counts(con), reduce.pair_counts(con, n_words),
+                   reduce.form_counts(con), reduce.examples(con, examples_per_pair), reduce.shards_table(con),
+                   merged_sketch(con), reduce.word_caption_totals(con))
+
+
+def _checkpoint(con) -> None:
+    cursor = con.cursor()  # its own connection to the database: this runs in another thread
+    try:
+        cursor.execute("CHECKPOINT")
+    finally:
+        cursor.close()
+
+
+def _tables(termset, reduced: Reduced, prior_scale: float) -> dict[str, pl.DataFrame]:
+    table = cooccurrence_table(termset.terms, termset.categories, reduced.term_counts, reduced.pair_counts,
+                               shared_forms(termset), reduced.counts["n_captions"], prior_scale=prior_scale)
+    tables = {name: table.filter(pl.col("variant") == variant) for variant, name in COOCCURRENCE_FILES.items()}
+    tables["terms.parquet"] = form_table(termset, reduced.form_counts)
+    tables["examples.parquet"] = example_table(termset, reduced.examples)
+    tables["shards.parquet"] = reduced.shards
+    return tables
 
 
 def shared_forms(termset) -> pl.DataFrame:
@@ -107,12 +144,12 @@ def example_table(termset, rows: pl.DataFrame) -> pl.DataFrame:
                         "row", "key", "caption").sort("variant", "word", "axis", "group", "rank")
 
 
-def _manifest(con, termset, described: dict, counts: dict, tables: dict, prior_scale: float,
+def _manifest(termset, described: dict, reduced: Reduced, tables: dict, prior_scale: float,
               examples_per_pair: int) -> dict:
-    registers = merged_sketch(con)
-    unique = round(distinct_estimate(registers)) if registers is not None else 0
+    unique = round(distinct_estimate(reduced.sketch)) if reduced.sketch is not None else 0
+    counts = reduced.counts
     n = counts["n_captions"]
-    word_captions, word_unique = reduce.word_caption_totals(con)
+    word_captions, word_unique = reduced.word_captions
     shards = tables["shards.parquet"]
     return {
         **storage.manifest_header(STAGE),
