@@ -173,12 +173,13 @@ def _local(tasks, work, out_dir, *, workers: int, retries: int, **_) -> Iterable
         unfinished = yield from _pool_round(pending, work, out_dir, workers, retries)
         if not unfinished:
             return
-        started = [task for task in unfinished if _started_marker(out_dir, task).exists()]
-        pending = [task for task in unfinished if not _started_marker(out_dir, task).exists()]
+        started = {task.shard_id for task in unfinished if _started_marker(out_dir, task).exists()}
+        pending = [task for task in unfinished if task.shard_id not in started]
         log.warning("a worker process died; running the %d shards it may have been running again, "
                     "one at a time", len(started))
-        for task in started:
-            yield _alone(task, work, out_dir, workers, retries)
+        for task in unfinished:
+            if task.shard_id in started:
+                yield _alone(task, work, out_dir, workers, retries)
         if not pending:
             return
     for task in pending:

@@ -90,4 +90,5 @@ class ExampleFrontier:
         counts[touched] = np.bincount(pairs[chosen], minlength=len(counts))[touched]
         stored_pos[pairs[chosen], rank] = positions[chosen]
         stored_hash[pairs[chosen], rank] = hashes[chosen]
-        return index[chosen][index[chosen] >= 0]
+        entered = index[chosen]
+        return entered[entered >= 0]  # stored entries carry -1

@@ -3,7 +3,6 @@ tests and the like), methodology and caveats, and the run manifests."""
 
 from __future__ import annotations
 
-
 from engine.report import charts, tables
 from engine.report.load import ReportInputs, Run
 from engine.report.sections_retrieval import Section
