@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CPUS_PER_WORKER = 1
 STARTUP_PATIENCE_S = 120  # warn when no worker has started by then
+CLIENT_JOIN_ATTEMPTS = 4  # connections a Ray client server may abort before the join fails
 # Ray swaps 127.0.0.1 for the machine's public address; on Linux any 127/8 address is loopback,
 # elsewhere Ray keeps single-machine clusters on 127.0.0.1 by itself.
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
@@ -230,15 +231,28 @@ def _join(ray, address: str | None, workers: int) -> None:
                   "num_cpus": workers if workers > 1 else None}
     else:
         kwargs = {"address": address}
-    try:
-        ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
-    except ConnectionError as exc:
-        ray.shutdown()  # a failed ray:// join leaves client mode on, and the next ray.init would fail
-        raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    _init(ray, kwargs, address)
     _SESSION.key = key
     if not _SESSION.exit_hook:
         atexit.register(disconnect)
         _SESSION.exit_hook = True
+
+
+def _init(ray, kwargs: dict, address: str | None) -> None:
+    """``ray.init``, tried again when a Ray client server aborts the connection: the server forks
+    a process per client, and a few percent of those crash at birth (ray-project/ray#63202); the
+    next connection gets a new one. An address nobody answers is not tried again."""
+    for attempt in range(1, CLIENT_JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs, log_to_driver=False, logging_level=logging.WARNING)
+            return
+        except ConnectionError as exc:
+            ray.shutdown()  # a failed ray:// join leaves client mode on, and the next ray.init would fail
+            if not isinstance(exc, ConnectionAbortedError) or attempt == CLIENT_JOIN_ATTEMPTS:
+                tries = f" (tried {attempt} times)" if attempt > 1 else ""
+                raise InputError(f"cannot join the Ray cluster at {address}{tries}: {exc}") from exc
+            log.warning("the Ray client server at %s aborted the connection (attempt %d of %d); "
+                        "connecting again", address, attempt, CLIENT_JOIN_ATTEMPTS)
 
 
 @contextlib.contextmanager
