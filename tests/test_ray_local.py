@@ -1,5 +1,6 @@
 """``--engine ray`` without an address: a Ray cluster started on this machine for the run (after
-the two-node cluster of test_ray.py is gone), giving the local runner's outputs."""
+the two-node cluster of test_ray.py is gone), giving the local runner's outputs; and how a join
+fails: an address nobody answers, a client server that aborts connections."""
 
 from __future__ import annotations
 
