@@ -175,8 +175,9 @@ def _local(tasks, work, out_dir, *, workers: int, retries: int, **_) -> Iterable
             return
         started = {task.shard_id for task in unfinished if _started_marker(out_dir, task).exists()}
         pending = [task for task in unfinished if task.shard_id not in started]
-        log.warning("a worker process died; running the %d shards it may have been running again, "
-                    "one at a time", len(started))
+        again = (f"the {len(started)} shards it may have been running, one at a time" if started
+                 else f"the {len(pending)} unfinished shards")
+        log.warning("a worker process died; running again %s", again)
         for task in unfinished:
             if task.shard_id in started:
                 yield _alone(task, work, out_dir, workers, retries)
