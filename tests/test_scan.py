@@ -260,16 +260,18 @@ def test_the_cli_prints_a_summary_and_json(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_matching_threads_change_nothing(tmp_path):
+def test_matching_threads_change_nothing(tmp_path, monkeypatch):
     import numpy as np
 
+    from engine.captions import count
     from engine.captions.count import count_source
     from engine.captions.scan import load_terms
     from engine.captions.shards import discover
 
     rng = np.random.default_rng(3)
     words = ["nurse", "woman", "men", "black", "old", "man", "doctor", "the", "dress"]
-    captions = [" ".join(rng.choice(words, size=4)) for _ in range(140_000)]  # three batches
+    captions = [" ".join(rng.choice(words, size=4)) for _ in range(140_000)]
+    monkeypatch.setattr(count, "BATCH_ROWS", 1 << 16)  # 3 batches on one thread, 7 on three
     laion_parquet(tmp_path / "big.parquet", captions)
     termset, _ = load_terms("sobit", "default", False)
     compiled = termset.compile()
@@ -302,6 +304,40 @@ def test_staged_tables_are_laid_out_like_the_database_tables(tmp_path):
             columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
             assert columns == staging.SCHEMAS[name].names, name
     assert tuple(staging.SCHEMAS) == store.SHARD_TABLES
+
+
+def test_a_task_is_staged_in_one_file_that_reads_back_table_by_table(tmp_path):
+    """Six tables (empty ones too) in one file, back to back, read back equal; a new plan clears
+    everything in the staging directory that is not one of its tasks' files."""
+    from engine.captions import staging
+    from engine.captions.count import count_source
+    from engine.captions.scan import load_terms
+    from engine.captions.shards import discover
+
+    laion_parquet(tmp_path / "c.parquet", CAPTIONS_A)
+    compiled = load_terms("sobit", "default", False)[0].compile()
+    result = count_source(discover([str(tmp_path / "c.parquet")])[0][0], compiled, examples=2)
+    tables = staging.staged_tables([(7, result)])
+    assert tables["captions"].num_rows and tables["shard_examples"].num_rows
+    empty = staging.staged_tables([])
+    out = tmp_path / "staging"
+    out.mkdir()
+    staging.write_staged(out, "full", tables)
+    staging.write_staged(out, "empty", empty)
+    for task_id, written in (("full", tables), ("empty", empty)):
+        back = staging.read_staged(out, task_id)
+        assert list(back) == list(written)
+        for name in written:
+            assert back[name].equals(written[name]), (task_id, name)
+    assert [p.name for p in out.iterdir() if p.name.startswith("full")] == ["full.arrows"]
+
+    leftovers = ["other.arrows", "other_stats.json", ".full.arrows.x1.tmp", "full.captions.arrow"]
+    for name in leftovers + ["full_stats.json"]:
+        (out / name).write_bytes(b"")
+    staging.remove_other_tasks(out, {"full", "empty"})
+    assert sorted(p.name for p in out.iterdir()) == ["empty.arrows", "full.arrows", "full_stats.json"]
+    staging.remove_staged(out, "full")
+    assert sorted(p.name for p in out.iterdir()) == ["empty.arrows"]
 
 
 def test_small_files_are_mapped_in_groups_and_counted_alike(tmp_path):

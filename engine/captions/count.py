@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from engine import storage
 from engine.captions.matcher import CompiledTerms, Counts, Matcher
-from engine.captions.shards import CaptionBatch, ReadStats, Source, read_batches
+from engine.captions.shards import BATCH_ROWS, CaptionBatch, ReadStats, Source, read_batches
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def count_source(source: Source, terms: CompiledTerms, threads: int = 1, example
     kernel releases the GIL; reading stays in this thread); the result is the same."""
     stats = ReadStats()
     matchers = [Matcher(terms, examples) for _ in range(max(1, threads))]
-    parts = [part for part in _scan_batches(read_batches(source, stats), matchers) if part is not None]
+    batches = read_batches(source, stats, BATCH_ROWS // len(matchers))  # each thread gets its share of a file
+    parts = [part for part in _scan_batches(batches, matchers) if part is not None]
     matches = pa.concat_tables([m for m, _ in parts]) if parts else MATCHES_SCHEMA.empty_table()
     # With threads each matcher chooses among its own batches: more candidates, still bounded;
     # the reduce keeps the first distinct ones over every file (engine.captions.reduce.examples).

@@ -3,8 +3,8 @@
 ``scan_task`` is the engine.batch work function of ``vlaudit scan``. A task is a group of
 consecutive files (one large file, or many small ones such as img2dataset's 10,000-row parquet
 shards): the worker maps each file (engine.captions.count.count_source) and stages the group's
-rows as one Arrow IPC file per database table, named and laid out like that table
-(engine.captions.store.SHARD_TABLES, ``shard_id`` first). The driver appends them in a few
+rows in one file, ``<task>.arrows``: an Arrow IPC stream per database table, laid out like that
+table (engine.captions.store.SHARD_TABLES, ``shard_id`` first). The driver appends them in a few
 statements per commit (engine.captions.ingest), so its work per file stays small however small
 the files are. A file that cannot be read is recorded in the task's stats and the others go on.
 """
@@ -86,31 +86,35 @@ def _with_shard_id(shard_id: int, table: pa.Table) -> pa.Table:
     return table.add_column(0, _SHARD_ID, pa.array(np.full(table.num_rows, shard_id, np.int32)))
 
 
-# --- the files of a task ------------------------------------------------------------------------
+# --- the file of a task ------------------------------------------------------------------------
 
-def staged_paths(out_dir: Path, task_id: str) -> dict[str, Path]:
-    return {name: Path(out_dir) / f"{task_id}.{name}.arrow" for name in SHARD_TABLES}
+STAGED_SUFFIX = ".arrows"  # Arrow IPC streams
+
+
+def staged_path(out_dir: Path, task_id: str) -> Path:
+    return Path(out_dir) / f"{task_id}{STAGED_SUFFIX}"
 
 
 def write_staged(out_dir: Path, task_id: str, tables: dict[str, pa.Table]) -> None:
-    """Arrow IPC, uncompressed (they live until the task is ingested), each written atomically."""
-    for name, path in staged_paths(out_dir, task_id).items():
-        with storage.atomic_path(path) as tmp:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMAS[name]) as writer:
-                writer.write_table(tables[name])
+    """One Arrow IPC stream per table, back to back in ``SHARD_TABLES`` order, in one file
+    written atomically; uncompressed (it lives until the task is ingested). One file instead of
+    one per table: five fewer creates, renames, maps and unlinks per task."""
+    with storage.atomic_path(staged_path(out_dir, task_id)) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            for name in SHARD_TABLES:
+                with pa.ipc.new_stream(sink, SCHEMAS[name]) as writer:
+                    writer.write_table(tables[name])
 
 
 def read_staged(out_dir: Path, task_id: str) -> dict[str, pa.Table]:
-    """A task's staged tables, memory-mapped (no copy)."""
-    tables = {}
-    for name, path in staged_paths(out_dir, task_id).items():
-        with pa.memory_map(str(path)) as source:
-            tables[name] = pa.ipc.open_file(source).read_all()
-    return tables
+    """A task's staged tables, memory-mapped (no copy): each stream ends where the next begins."""
+    with pa.memory_map(str(staged_path(out_dir, task_id))) as source:
+        return {name: pa.ipc.open_stream(source).read_all() for name in SHARD_TABLES}
 
 
 def staged_bytes(out_dir: Path, task_id: str) -> int:
-    return sum(path.stat().st_size for path in staged_paths(out_dir, task_id).values() if path.exists())
+    path = staged_path(out_dir, task_id)
+    return path.stat().st_size if path.exists() else 0
 
 
 def drop_stale(out_dir: Path, task_id: str, files: list) -> None:
@@ -124,23 +128,28 @@ def drop_stale(out_dir: Path, task_id: str, files: list) -> None:
     staged = storage.read_json(marker).get("files", {})
     current = {str(shard_id): (source.size, source.mtime_ns) for shard_id, source in files}
     made_for = {shard_id: (stats.get("size"), stats.get("mtime_ns")) for shard_id, stats in staged.items()}
-    if made_for != current or not all(path.exists() for path in staged_paths(out_dir, task_id).values()):
+    if made_for != current or not staged_path(out_dir, task_id).exists():
         remove_staged(out_dir, task_id)
 
 
 def remove_staged(out_dir: Path, task_id: str) -> None:
-    """Staged files and the runner's markers of one task (after it is in the database)."""
-    for path in staged_paths(out_dir, task_id).values():
-        path.unlink(missing_ok=True)
-    for suffix in ("_stats.json", "_error.json"):
-        (Path(out_dir) / f"{task_id}{suffix}").unlink(missing_ok=True)
+    """The staged file and the runner's markers of one task (after it is in the database)."""
+    for name in _task_files(task_id):
+        (Path(out_dir) / name).unlink(missing_ok=True)
 
 
 def remove_other_tasks(out_dir: Path, task_ids: set[str]) -> None:
-    """Staged results of tasks not in this plan (files grouped otherwise by an earlier run)."""
+    """Everything in the staging directory but the files of the tasks in this plan: tasks an
+    earlier run grouped otherwise, its unfinished writes, files of another vlaudit version. Runs
+    before the map starts (the database's lock keeps other scans out)."""
     if not Path(out_dir).is_dir():
         return
+    keep = {name for task_id in task_ids for name in _task_files(task_id)}
     for path in Path(out_dir).iterdir():
-        task_id = path.name.partition(".")[0].partition("_")[0]
-        if path.is_file() and task_id and task_id not in task_ids:
+        if path.is_file() and path.name not in keep:
             path.unlink(missing_ok=True)
+
+
+def _task_files(task_id: str) -> tuple[str, ...]:
+    """Names of a task's files: its staged tables and engine.batch's markers."""
+    return f"{task_id}{STAGED_SUFFIX}", f"{task_id}_stats.json", f"{task_id}_error.json"
