@@ -46,6 +46,7 @@ def test_subset_writes_img2dataset_input_and_downloads_it(downloaded):
     assert picked.columns[:2] == ["url", "caption"]
     assert picked["caption"].to_list() == [CAPTIONS[i] for i in with_nurse]
     assert picked["url"].to_list() == [urls[i] for i in with_nurse]
+    assert picked["source_key"].to_list() == [str(i) for i in with_nurse]  # no key column: the row
     captions = []
     for shard in sorted((root / "images").glob("*.tar")):
         with tarfile.open(shard) as tar:
@@ -76,6 +77,23 @@ def test_tars_without_their_parquet_give_the_same_counts(tmp_path, downloaded):
     assert set(table["kind"]) == {"webdataset"} and set(table["status"]) == {"done"}
     served = [c for i, c in enumerate(CAPTIONS) if i < SERVED and "nurse" in c.lower()]
     assert_matches_oracle(tmp_path / "out", served)
+
+
+def test_a_subset_reads_the_keys_back_from_img2dataset_parquet_and_tars(tmp_path, downloaded):
+    root, _ = downloaded
+    written = pl.concat([pl.read_parquet(p) for p in sorted((root / "images").glob("*.parquet"))])
+    nurse = written.filter((pl.col("status") == "success") & pl.col("caption").str.to_lowercase().str.contains("nurse"))
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    for tar in (root / "images").glob("*.tar"):
+        shutil.copy(tar, tars / tar.name)
+    for name, source in (("parquet", root / "images"), ("tars", tars / "*.tar")):
+        run_scan(scan_config(tmp_path / name, [source]))
+        out = tmp_path / f"{name}.parquet"
+        run_subset(SubsetConfig(db=str(tmp_path / name / "scan.duckdb"), word="nurse", out=str(out)))
+        picked = pl.read_parquet(out)
+        assert sorted(picked["source_key"]) == sorted(nurse["key"]), name
+        assert sorted(picked["caption"]) == sorted(nurse["caption"]), name
 
 
 def test_a_truncated_img2dataset_tar_fails_alone(tmp_path, downloaded):

@@ -23,8 +23,7 @@ from engine.captions.shards import BATCH_ROWS, CaptionBatch, ReadStats, Source, 
 
 log = logging.getLogger(__name__)
 
-MATCHES_SCHEMA = pa.schema([("row", pa.int64()), ("key", pa.string()), ("caption_hash", pa.uint64()),
-                            ("term_ids", pa.list_(pa.int32()))])
+MATCHES_SCHEMA = pa.schema([("row", pa.int64()), ("caption_hash", pa.uint64()), ("term_ids", pa.list_(pa.int32()))])
 EXAMPLES_SCHEMA = pa.schema([("word_term_id", pa.int32()), ("group_term_id", pa.int32()), ("row", pa.int64()),
                              ("key", pa.string()), ("caption", pa.large_string()), ("caption_hash", pa.uint64())])
 
@@ -97,11 +96,9 @@ def _scan_batch(matcher: Matcher, batch: CaptionBatch) -> tuple[pa.Table, pa.Tab
 
 
 def _matched(batch: CaptionBatch, found) -> pa.Table:
-    """Rows with a taxonomy word: keys (null when the row number is the key), hash, term ids."""
-    index = pa.array(found.rows)
-    return pa.Table.from_arrays([batch.rows.take(index), _keys(batch, index), pa.array(found.caption_hash),
-                                 found.term_lists()],
-                                schema=MATCHES_SCHEMA)
+    """Rows with a taxonomy word: row, hash, term ids (a subset reads their keys back with the URLs)."""
+    return pa.Table.from_arrays([batch.rows.take(pa.array(found.rows)), pa.array(found.caption_hash),
+                                 found.term_lists()], schema=MATCHES_SCHEMA)
 
 
 def _keys(batch: CaptionBatch, index: pa.Array) -> pa.Array:

@@ -13,9 +13,9 @@ Tables (created on first use):
 - ``shard_form_counts(shard_id, form_id, n)``, ``shard_term_counts(shard_id, term_id, n)``,
   ``shard_pair_counts(shard_id, word_term_id, group_term_id, n)``, ``shard_sketches(shard_id,
   registers)``: the additive map output, non-zero entries only; totals are sums over done shards.
-- ``captions(shard_id, row, key, caption_hash, term_ids)``: captions with a taxonomy word: their
-  term ids and token-sequence hash; ``key`` when the source has keys (else the row number is the
-  key). ``vlaudit subset`` reads captions and URLs back from the source files.
+- ``captions(shard_id, row, caption_hash, term_ids)``: captions with a taxonomy word: their term
+  ids and token-sequence hash. ``vlaudit subset`` reads their URLs, captions and keys back from
+  the source files.
 - ``shard_examples(shard_id, word_term_id, group_term_id, row, key, caption, caption_hash)``: the
   first few distinct captions of each (word, group) pair in each shard that can still be chosen,
   with their text: the evidence examples.parquet is chosen from (engine.captions.count picks
@@ -63,12 +63,11 @@ CREATE TABLE IF NOT EXISTS shard_term_counts (shard_id INTEGER, term_id INTEGER,
 CREATE TABLE IF NOT EXISTS shard_pair_counts (shard_id INTEGER, word_term_id INTEGER,
     group_term_id INTEGER, n BIGINT);
 CREATE TABLE IF NOT EXISTS shard_sketches (shard_id INTEGER, registers BLOB);
-CREATE TABLE IF NOT EXISTS captions (shard_id INTEGER, "row" BIGINT, key VARCHAR, caption_hash UBIGINT,
-    term_ids INTEGER[]);
+CREATE TABLE IF NOT EXISTS captions (shard_id INTEGER, "row" BIGINT, caption_hash UBIGINT, term_ids INTEGER[]);
 CREATE TABLE IF NOT EXISTS shard_examples (shard_id INTEGER, word_term_id INTEGER, group_term_id INTEGER,
     "row" BIGINT, key VARCHAR, caption VARCHAR, caption_hash UBIGINT);
 """
-DB_FORMAT = "2"  # 2: example candidates per shard (shard_examples), captions without text
+DB_FORMAT = "3"  # 2: example candidates per shard (shard_examples), captions without text; 3: nor keys
 SHARD_TABLES = ("shard_form_counts", "shard_term_counts", "shard_pair_counts", "shard_sketches",
                 "captions", "shard_examples")
 

@@ -1,8 +1,8 @@
 """``vlaudit subset``: the captions behind a finding, as img2dataset input (and its download).
 
 Selects the captions of a scan database that contain a taxonomy word (and, optionally, a group
-term of one variant), reads their URLs and captions back from the source files (the scan keeps
-neither, to stay fast), and writes a parquet with ``url`` and ``caption`` first — the layout
+term of one variant), reads their URLs, captions and keys back from the source files (the scan
+keeps none of them, to stay fast), and writes a parquet with ``url`` and ``caption`` first — the layout
 img2dataset reads — plus ``source_key`` (the caption's key in its source), ``source`` and
 ``row``. ``download`` runs img2dataset on it with webdataset output, so the images can be
 indexed and audited with the face tools.
@@ -109,8 +109,7 @@ def resolve_group(con, text: str, variant: str) -> int:
 
 def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
     arrow = con.sql(
-        'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row", '
-        'coalesce(c.key, CAST(c."row" AS VARCHAR)) AS key '
+        'SELECT s.path AS source, s.kind, s.size, s.mtime_ns, c."row" '
         "FROM captions c JOIN shards s USING (shard_id) WHERE s.status = 'done' "
         "AND list_contains(c.term_ids, ?) AND (? IS NULL OR list_contains(c.term_ids, ?)) "
         'ORDER BY s.path, c."row"', params=[word_id, group_id, group_id]).to_arrow_table()
@@ -118,18 +117,20 @@ def select_captions(con, word_id: int, group_id: int | None) -> pl.DataFrame:
 
 
 def attach_urls(rows: pl.DataFrame) -> pl.DataFrame:
-    """Add ``url`` and ``caption``, read back from each source file (which must not have changed
-    since the scan: rows are positions in it)."""
+    """Add ``url``, ``caption`` and ``key`` (the row number where the source has no keys), read
+    back from each source file (which must not have changed since the scan: rows are positions
+    in it)."""
     parts = []
     for (source, kind, size, mtime_ns), part in rows.group_by(
             "source", "kind", "size", "mtime_ns", maintain_order=True):
         _check_unchanged(source, size, mtime_ns)
-        urls, captions = READ_BACK[kind](Path(source), part["row"].to_list())
-        parts.append(part.with_columns(url=pl.Series(urls, dtype=pl.Utf8),
-                                       caption=pl.Series(captions, dtype=pl.Utf8)))
+        urls, captions, keys = READ_BACK[kind](Path(source), part["row"].to_list())
+        parts.append(part.with_columns(url=pl.Series(urls, dtype=pl.Utf8), caption=pl.Series(captions, dtype=pl.Utf8),
+                                       key=pl.Series(keys, dtype=pl.Utf8)))
     if not parts:
-        return rows.with_columns(url=pl.lit(None, dtype=pl.Utf8), caption=pl.lit(None, dtype=pl.Utf8))
-    return pl.concat(parts)
+        return rows.with_columns(url=pl.lit(None, dtype=pl.Utf8), caption=pl.lit(None, dtype=pl.Utf8),
+                                 key=pl.lit(None, dtype=pl.Utf8))
+    return pl.concat(parts).with_columns(key=pl.coalesce("key", pl.col("row").cast(pl.Utf8)))
 
 
 def _check_unchanged(source: str, size: int, mtime_ns: int) -> None:
@@ -142,26 +143,28 @@ def _check_unchanged(source: str, size: int, mtime_ns: int) -> None:
         raise InputError(f"{source} changed since it was scanned; scan it again first")
 
 
-def _parquet_rows(path: Path, rows: list[int]) -> tuple[list, list]:
+def _parquet_rows(path: Path, rows: list[int]) -> tuple[list, list, list]:
+    """(urls, captions, keys) of the rows; None where the file has no such column."""
     parquet = pq.ParquetFile(path)
     names = column_names(parquet.schema_arrow, path)
-    columns = [c for c in (names["url"], names["caption"]) if c]
-    table = parquet.read(columns=columns).take(pa.array(rows, pa.int64()))
-    urls = table.column(names["url"]).cast(pa.string()).to_pylist() if names["url"] else [None] * len(rows)
-    return urls, table.column(names["caption"]).cast(pa.string()).to_pylist()
+    wanted = [names[name] for name in ("url", "caption", "key")]
+    table = parquet.read(columns=[c for c in wanted if c]).take(pa.array(rows, pa.int64()))
+    urls, captions, keys = (table.column(c).cast(pa.string()).to_pylist() if c else [None] * len(rows) for c in wanted)
+    return urls, captions, keys
 
 
-def _tar_rows(path: Path, rows: list[int]) -> tuple[list, list]:
+def _tar_rows(path: Path, rows: list[int]) -> tuple[list, list, list]:
     import tarfile
 
     from engine.captions.webdataset import sample_caption
 
     wanted, found = set(rows), {}
     with tarfile.open(path, "r:") as tar:
-        for row, (_, members) in enumerate(tar_samples(tar)):
+        for row, (key, members) in enumerate(tar_samples(tar)):
             if row in wanted:
-                found[row] = (_json_field(tar, members, "url"), sample_caption(tar, members)[0])
-    return [found.get(r, (None, None))[0] for r in rows], [found.get(r, (None, None))[1] for r in rows]
+                found[row] = (_json_field(tar, members, "url"), sample_caption(tar, members)[0], key)
+    samples = [found.get(r, (None, None, None)) for r in rows]
+    return [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples]
 
 
 def _json_field(tar, members: dict, field: str):
@@ -176,13 +179,13 @@ def _json_field(tar, members: dict, field: str):
     return record.get(field) if isinstance(record, dict) else None
 
 
-def _text_rows(path: Path, rows: list[int]) -> tuple[list, list]:
+def _text_rows(path: Path, rows: list[int]) -> tuple[list, list, list]:
     wanted, found = set(rows), {}
     with open(path, encoding="utf-8", newline="\n") as fh:
         for line_no, line in enumerate(fh):
             if line_no in wanted:
                 found[line_no] = line.rstrip("\n").rstrip("\r")
-    return [None] * len(rows), [found.get(r) for r in rows]
+    return [None] * len(rows), [found.get(r) for r in rows], [None] * len(rows)
 
 
 READ_BACK = {"parquet": _parquet_rows, "img2dataset": _parquet_rows, "webdataset": _tar_rows,
