@@ -74,11 +74,11 @@ def duckdb_read(files: list[str], repeats: int = 3) -> float:
     return best
 
 
-def timed_scan(sources: list[str], work: Path) -> dict:
+def timed_scan(sources: list[str], work: Path, workers: int = 0) -> dict:
     from engine.captions.scan import ScanConfig, run_scan
 
     config = ScanConfig(sources=tuple(sources), db=str(work / "scan.duckdb"), out=str(work / "out"),
-                        progress=False)
+                        progress=False, workers=workers)
     cpu = _tree_cpu(os.getpid())
     started = time.perf_counter()
     manifest = run_scan(config)
@@ -87,13 +87,14 @@ def timed_scan(sources: list[str], work: Path) -> dict:
 
 
 def warm_up(work: Path) -> None:
-    """Two small files of real captions: the pool of worker processes starts, kernels load."""
+    """Two small files of real captions: the pool of worker processes starts (as many as the
+    timed scans use: one per CPU), kernels load."""
     import polars as pl
 
     sample = pl.read_parquet(SAMPLE)
     for part in range(2):
         sample[part::2].write_parquet(work / f"warm-{part}.parquet")
-    timed_scan([str(work / "warm-*.parquet")], work / "warm")
+    timed_scan([str(work / "warm-*.parquet")], work / "warm", workers=os.cpu_count() or 1)
 
 
 def python_loop(captions: list[str]) -> tuple[float, dict]:
