@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--python-rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=2, help="best of N for the scan and the loop")
     parser.add_argument("--scale-rows", type=int, default=50_000_000)
-    parser.add_argument("--scale-repeats", type=int, default=2,
+    parser.add_argument("--scale-repeats", type=int, default=3,
                         help="best of N at --scale-rows (single runs there vary by 2 s)")
     parser.add_argument("--small-rows", type=int, default=2_000_000, help="captions in 10,000-row files")
     parser.add_argument("--no-memory", action="store_true", help="skip the 5M/50M memory runs")
