@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 COMMIT_BYTES = 64 << 20  # staged rows per transaction: bounds the driver's memory
 INGEST_BYTES = 32 << 20  # staged rows worth a transaction (about 20 LAION files of 250,000; half
 # as much cost the driver 0.7 s more CPU at 50M captions: each commit has a large fixed cost)
+INGEST_PARTS = 4  # or a quarter of the tasks, whichever comes first: a scan of a few files still
+# ingests while it maps, so less is left for the end (5M captions: 1.30 s instead of 1.37 s)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class InOrderIngest:
         while end < len(self.tasks) and self.tasks[end].task_id in self.outcomes:
             end += 1
         waiting = in_flight is not None and len(self.tasks) - end > in_flight
-        if end == self.next or (waiting and self.staged_bytes < INGEST_BYTES):
+        worth = self.staged_bytes >= INGEST_BYTES or end - self.next >= len(self.tasks) / INGEST_PARTS
+        if end == self.next or (waiting and not worth):
             return
         for group in self._commit_groups(self.tasks[self.next:end]):
             self._ingest(group)
