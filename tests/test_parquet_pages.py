@@ -145,18 +145,17 @@ def data_page_rows(path: Path) -> list[list[int]]:
 
 
 def assert_whole_pages(batches: list[pa.Array], page_rows: list[list[int]], batch_rows: int) -> None:
-    """Every batch ends on a page boundary, takes pages only until it has ``batch_rows`` rows,
-    and is shorter than that only where a row group (or the file) ends."""
+    """Every batch ends on a page boundary, takes pages only until it has ``batch_rows`` rows
+    (across row groups), and is shorter than that only where the file ends."""
     pages = [rows for group in page_rows for rows in group]
     page_ends = set(np.cumsum(pages).tolist())
-    group_ends = set(np.cumsum([sum(group) for group in page_rows]).tolist())
     first_row_of_page = {end - rows: rows for end, rows in zip(np.cumsum(pages).tolist(), pages)}
     start = 0
     for i, batch in enumerate(batches):
         end = start + len(batch)
         assert len(batch) > 0 and end in page_ends, f"batch {i} (rows {start}..{end}) splits a page"
         if len(batch) < batch_rows:
-            assert end in group_ends, f"batch {i} has {len(batch)} < {batch_rows} rows mid row group"
+            assert end == sum(pages), f"batch {i} has {len(batch)} < {batch_rows} rows before the end"
         taken, row = 0, start
         while row < end:  # rows before the batch's last page stay under batch_rows
             rows = first_row_of_page[row]

@@ -146,32 +146,31 @@ def read_pages(pages: ColumnPages, batch_rows: int) -> Iterator[pa.Array]:
     with open(pages.path, "rb") as handle:
         data = np.frombuffer(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
     scratch = np.empty(max((p.uncompressed_size for c in pages.row_groups for p in c), default=0), np.uint8)
-    for chunk, batch in _batches(pages.row_groups, batch_rows):
-        dictionary = None
-        if chunk[0].kind == DICTIONARY_PAGE:
-            raw = _page_bytes(data, chunk[0], decompress, np.empty(chunk[0].uncompressed_size, np.uint8),
-                              pages.path)
-            dictionary = _dictionary(raw, chunk[0].num_values, pages.path)
-        out = _Batch(batch)
-        for page in batch:
-            out.add(_page_bytes(data, page, decompress, scratch, pages.path), page, pages.nullable, dictionary, pages.path)
+    group, dictionary = -1, None
+    for batch in _batches(pages.row_groups, batch_rows):
+        out = _Batch([page for _, page in batch])
+        for g, page in batch:
+            if g != group:  # a new row group: its dictionary, if it has one
+                group, dictionary = g, _dictionary(data, pages.row_groups[g][0], decompress, pages.path)
+            out.add(_page_bytes(data, page, decompress, scratch, pages.path), page, pages.nullable,
+                    dictionary, pages.path)
         yield out.array()
 
 
-def _batches(row_groups: list[list[Page]], batch_rows: int):
-    """(chunk, its data pages of one batch): consecutive pages of about ``batch_rows`` rows."""
-    for chunk in row_groups:
-        batch, rows = [], 0
+def _batches(row_groups: list[list[Page]], batch_rows: int) -> Iterator[list[tuple[int, Page]]]:
+    """(row group, data page) of consecutive pages of about ``batch_rows`` rows."""
+    batch, rows = [], 0
+    for g, chunk in enumerate(row_groups):
         for page in chunk:
             if page.kind == DICTIONARY_PAGE:
                 continue
-            batch.append(page)
+            batch.append((g, page))
             rows += page.num_values
             if rows >= batch_rows:
-                yield chunk, batch
+                yield batch
                 batch, rows = [], 0
-        if batch:
-            yield chunk, batch
+    if batch:
+        yield batch
 
 
 def _decompressor(codec: str):
@@ -266,9 +265,13 @@ def _levels(raw, page: Page, nullable: bool, valid: np.ndarray, path: str) -> in
     return position
 
 
-def _dictionary(raw, n: int, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(page bytes, start and length of each of its ``n`` PLAIN values)."""
-    starts, lengths, end = plain_values(raw, 0, n)
+def _dictionary(data: np.ndarray, page: Page, decompress, path: str):
+    """(page bytes, start and length of each of its PLAIN values) of a dictionary page; None
+    for a row group without one."""
+    if page.kind != DICTIONARY_PAGE:
+        return None
+    raw = _page_bytes(data, page, decompress, np.empty(page.uncompressed_size, np.uint8), path)
+    starts, lengths, end = plain_values(raw, 0, page.num_values)
     if end < 0:
         raise ValueError(f"{path}: a dictionary page ends inside its values")
     return raw, starts, lengths
