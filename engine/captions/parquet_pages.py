@@ -87,9 +87,9 @@ def column_pages(parquet: pq.ParquetFile, path: str, name: str) -> ColumnPages |
 
 def _chunk_pages(data, chunk) -> list[Page] | None:
     start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-    position, end = start, start + chunk.total_compressed_size
-    if start is None or start < 4 or end > len(data):
+    if start is None or start < 4 or start + chunk.total_compressed_size > len(data):
         return None
+    position, end = start, start + chunk.total_compressed_size
     pages, values = [], 0
     while position < end:
         header, position = read_struct(data, position)
