@@ -553,6 +553,19 @@ def test_a_definition_level_out_of_range_is_refused(tmp_path, version):
             read_fast(path)
 
 
+
+def test_a_page_that_does_not_decompress_fails_naming_the_file(tmp_path):
+    """A snappy page whose bytes are overwritten: the error is a ValueError with the file's path
+    (the scan records it as the file's error), not cramjam's bare exception."""
+    path = write(tmp_path / "broken.parquet", captions(9, 2000), compression="snappy", use_dictionary=False)
+    pages = pages_of(path)
+    page = next(p for p in pages.row_groups[0] if p.kind != DICTIONARY_PAGE)
+    content = bytearray(path.read_bytes())
+    content[page.start:page.start + 16] = b"\xff" * 16  # snappy's length header, then literals
+    path.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="broken.parquet"):
+        list(read_pages(pages, 1000))
+
 READ_IN_CHILD = """
 import sys
 import pyarrow.parquet as pq

@@ -123,7 +123,8 @@ def _page(header: dict, start: int) -> Page | None:
         fields = _fields(header.get(8), 1, 2, 3, 4, 5, 6)
         compressed_values = header[8].get(7, True) if fields else None  # optional, default true
         if fields is None or fields[3] not in VALUE_ENCODINGS or fields[5] != 0 \
-                or fields[2] != fields[0] or fields[4] > compressed or not isinstance(compressed_values, bool):
+                or fields[2] != fields[0] or fields[4] > min(compressed, uncompressed) \
+                or not isinstance(compressed_values, bool):
             return None
         return Page(kind, start, compressed, uncompressed, fields[0], fields[3], fields[4], compressed_values)
     return None  # index pages, or a page kind this reader does not know
@@ -177,7 +178,8 @@ def _decompressor(codec: str):
     import cramjam
 
     def uncompressed(source, out):
-        out[:] = source
+        if len(source) == len(out):
+            out[:] = source
         return len(source)
     return {"UNCOMPRESSED": uncompressed, "SNAPPY": cramjam.snappy.decompress_raw_into,
             "ZSTD": cramjam.zstd.decompress_into}[codec]
@@ -192,11 +194,18 @@ def _page_bytes(data: np.ndarray, page: Page, decompress, out: np.ndarray, path:
     out = out[:size]
     out[:levels] = stored[:levels]
     if page.kind == DATA_PAGE_V2 and not page.values_compressed:
-        out[levels:] = stored[levels:]
+        written = len(stored) - levels
+        if written == size - levels:
+            out[levels:] = stored[levels:]
     elif size > levels:
-        written = decompress(stored[levels:], out[levels:])
-        if written != size - levels:
-            raise ValueError(f"{path}: a page of {size - levels} bytes decompressed to {written}")
+        try:
+            written = decompress(stored[levels:], out[levels:])
+        except Exception as exc:  # cramjam's DecompressionError, or a page larger than stated
+            raise ValueError(f"{path}: a page does not decompress: {exc}") from exc
+    else:
+        written = 0
+    if written != size - levels:
+        raise ValueError(f"{path}: a page of {size - levels} bytes decompressed to {written}")
     return out
 
 
