@@ -145,7 +145,8 @@ def read_pages(pages: ColumnPages, batch_rows: int) -> Iterator[pa.Array]:
     """The column as ``large_string`` arrays of about ``batch_rows`` rows (whole pages)."""
     decompress = _decompressor(pages.codec)
     with open(pages.path, "rb") as handle:
-        data = np.frombuffer(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    data = np.frombuffer(mapping, np.uint8)
     scratch = np.empty(max((p.uncompressed_size for c in pages.row_groups for p in c), default=0), np.uint8)
     group, dictionary = -1, None
     for batch in _batches(pages.row_groups, batch_rows):
@@ -155,7 +156,16 @@ def read_pages(pages: ColumnPages, batch_rows: int) -> Iterator[pa.Array]:
                 group, dictionary = g, _dictionary(data, pages.row_groups[g][0], decompress, pages.path)
             out.add(_page_bytes(data, page, decompress, scratch, pages.path), page, pages.nullable,
                     dictionary, pages.path)
+        _release(mapping, batch[0][1].start, batch[-1][1].start + batch[-1][1].compressed_size)
         yield out.array()
+
+
+def _release(mapping: mmap.mmap, start: int, end: int) -> None:
+    """Unmap pages already read from this process (they stay in the page cache), so its
+    resident memory does not grow with the file (a LAION-2B metadata file is 1-2 GB)."""
+    if hasattr(mmap, "MADV_DONTNEED"):
+        start -= start % mmap.PAGESIZE
+        mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _batches(row_groups: list[list[Page]], batch_rows: int) -> Iterator[list[tuple[int, Page]]]:
